@@ -1,0 +1,111 @@
+package passthrough
+
+import (
+	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"golang.org/x/sys/unix"
+)
+
+// statxMask is what every attribute query asks for: the basic stats and the
+// mount id that is part of an inode's identity.
+const statxMask = unix.STATX_BASIC_STATS | unix.STATX_MNT_ID
+
+// statxFd stats the inode fd refers to (an O_PATH descriptor is fine, and a
+// symlink is not followed).
+func statxFd(fd int, st *unix.Statx_t) error {
+	for {
+		err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, statxMask, st)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// keyOf returns the host identity of a statx result.
+func keyOf(st *unix.Statx_t) inodeKey {
+	k := inodeKey{dev: unix.Mkdev(st.Dev_major, st.Dev_minor), ino: st.Ino}
+	if st.Mask&unix.STATX_MNT_ID != 0 {
+		k.mnt = st.Mnt_id
+	}
+	return k
+}
+
+// fillAttr converts a statx result into the kernel's fuse_attr. Ino is the
+// host st_ino, the number directory listings show as d_ino. Rdev uses the
+// kernel's new_encode_dev layout, which the guest decodes.
+func fillAttr(a *fuseproto.Attr, st *unix.Statx_t, submount bool) {
+	*a = fuseproto.Attr{
+		Ino:       st.Ino,
+		Size:      st.Size,
+		Blocks:    st.Blocks,
+		Atime:     uint64(st.Atime.Sec),
+		Mtime:     uint64(st.Mtime.Sec),
+		Ctime:     uint64(st.Ctime.Sec),
+		Atimensec: st.Atime.Nsec,
+		Mtimensec: st.Mtime.Nsec,
+		Ctimensec: st.Ctime.Nsec,
+		Mode:      uint32(st.Mode),
+		Nlink:     st.Nlink,
+		UID:       st.Uid,
+		GID:       st.Gid,
+		Rdev:      uint32(unix.Mkdev(st.Rdev_major, st.Rdev_minor)),
+		Blksize:   st.Blksize,
+	}
+	if submount {
+		a.Flags |= fuseproto.AttrSubmount
+	}
+}
+
+// attrOut fills a fuse_attr_out.
+func (fs *FS) attrOut(in *inode, st *unix.Statx_t, out *fuseproto.AttrOut) {
+	*out = fuseproto.AttrOut{AttrValid: fs.timeout}
+	fillAttr(&out.Attr, st, in.submount)
+}
+
+// killedMode returns mode without the set-user-ID bit and, if the file is
+// group-executable, without the set-group-ID bit, as the kernel clears them
+// when an unprivileged user writes or truncates a file. (A set-group-ID bit
+// without group execute marks mandatory locking and stays.)
+func killedMode(mode uint32) uint32 {
+	m := mode &^ unix.S_ISUID
+	if mode&unix.S_IXGRP != 0 {
+		m &^= unix.S_ISGID
+	}
+	return m
+}
+
+// killSUIDGIDFd clears the set-ID bits of the regular file open as fd.
+func killSUIDGIDFd(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	if m := killedMode(st.Mode); m != st.Mode {
+		return unix.Fchmod(fd, m&07777)
+	}
+	return nil
+}
+
+// killSUIDGID clears the set-ID bits of a regular-file inode through its
+// /proc/self/fd entry (chmod does not open the file).
+func (fs *FS) killSUIDGID(in *inode) error {
+	if in.typ != unix.S_IFREG {
+		return nil
+	}
+	var st unix.Statx_t
+	if err := statxFd(in.fd, &st); err != nil {
+		return err
+	}
+	mode := uint32(st.Mode)
+	if m := killedMode(mode); m != mode {
+		return fs.chmod(in, m&07777)
+	}
+	return nil
+}
+
+// chmod changes the mode of a non-symlink inode without opening it.
+func (fs *FS) chmod(in *inode, mode uint32) error {
+	return unix.Fchmodat(fs.procFd, itoa(in.fd), mode, 0)
+}

@@ -1,0 +1,216 @@
+package passthrough
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"golang.org/x/sys/unix"
+)
+
+// statusField returns the fields of a "Name:" line of a /proc status file.
+func statusField(t *testing.T, status, name string) []string {
+	t.Helper()
+	for line := range strings.SplitSeq(status, "\n") {
+		if rest, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.Fields(rest)
+		}
+	}
+	t.Fatalf("no %s line in status", name)
+	return nil
+}
+
+// TestAsCallerSwitchesOnlyTheThread checks the ids inside asCaller and that
+// no thread of the process keeps them afterwards.
+func TestAsCallerSwitchesOnlyTheThread(t *testing.T) {
+	fs, _ := newTestFS(t, Options{})
+	var status []byte
+	err := fs.asCaller(userCtx(1000, 1001, 2000, 2001), func() error {
+		var err error
+		status, err = os.ReadFile("/proc/thread-self/status")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(status)
+	// Uid: real effective saved fs
+	if got := statusField(t, s, "Uid"); got[0] != "0" || got[1] != "0" || got[3] != "1000" {
+		t.Errorf("Uid inside asCaller = %v, want real/effective 0 and fsuid 1000", got)
+	}
+	if got := statusField(t, s, "Gid"); got[0] != "0" || got[3] != "1001" {
+		t.Errorf("Gid inside asCaller = %v, want fsgid 1001", got)
+	}
+	if got := strings.Join(statusField(t, s, "Groups"), ","); got != "2000,2001" {
+		t.Errorf("Groups inside asCaller = %q, want 2000,2001", got)
+	}
+
+	// Run many switches concurrently, then check every thread.
+	done := make(chan error)
+	for i := range 32 {
+		go func() {
+			done <- fs.asCaller(userCtx(uint32(1000+i), uint32(1000+i)), func() error { return nil })
+		}()
+	}
+	for range 32 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	tasks, err := filepath.Glob("/proc/self/task/*/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(task)
+		if err != nil {
+			continue // thread exited
+		}
+		if got := statusField(t, string(b), "Uid"); got[3] != "0" {
+			t.Errorf("%s: fsuid %s after asCaller", task, got[3])
+		}
+		if got := statusField(t, string(b), "Gid"); got[3] != "0" {
+			t.Errorf("%s: fsgid %s after asCaller", task, got[3])
+		}
+		want := strings.Join(statusField(t, string(b), "Groups"), ",")
+		if want != groupsString(fs.groups) {
+			t.Errorf("%s: groups %q after asCaller, want %q", task, want, groupsString(fs.groups))
+		}
+	}
+}
+
+func groupsString(g []uint32) string {
+	var b strings.Builder
+	for i, v := range g {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(itoa(int(v)))
+	}
+	return b.String()
+}
+
+// TestCreateOwnedByCaller creates every kind of inode as uid 1000 and
+// checks the host owner, and that root's creations stay root's.
+func TestCreateOwnedByCaller(t *testing.T) {
+	fs, dir := newTestFS(t, Options{})
+	creators := []struct {
+		name   string
+		create func(ctx *fuseproto.Context, name string) (fuseproto.EntryOut, fuseproto.Errno)
+	}{
+		{"create", func(ctx *fuseproto.Context, name string) (fuseproto.EntryOut, fuseproto.Errno) {
+			var e fuseproto.EntryOut
+			var o fuseproto.OpenOut
+			errno := fs.Create(ctx, fuseproto.RootID, name, &fuseproto.CreateIn{Flags: unix.O_WRONLY | unix.O_CREAT, Mode: unix.S_IFREG | 0o644}, &e, &o)
+			if errno == 0 {
+				fs.Release(ctx, e.NodeID, &fuseproto.ReleaseIn{Fh: o.Fh})
+			}
+			return e, errno
+		}},
+		{"mkdir", func(ctx *fuseproto.Context, name string) (fuseproto.EntryOut, fuseproto.Errno) {
+			var e fuseproto.EntryOut
+			return e, fs.Mkdir(ctx, fuseproto.RootID, name, &fuseproto.MkdirIn{Mode: 0o755}, &e)
+		}},
+		{"mknod-reg", func(ctx *fuseproto.Context, name string) (fuseproto.EntryOut, fuseproto.Errno) {
+			var e fuseproto.EntryOut
+			return e, fs.Mknod(ctx, fuseproto.RootID, name, &fuseproto.MknodIn{Mode: unix.S_IFREG | 0o600}, &e)
+		}},
+		{"mknod-fifo", func(ctx *fuseproto.Context, name string) (fuseproto.EntryOut, fuseproto.Errno) {
+			var e fuseproto.EntryOut
+			return e, fs.Mknod(ctx, fuseproto.RootID, name, &fuseproto.MknodIn{Mode: unix.S_IFIFO | 0o600}, &e)
+		}},
+		{"symlink", func(ctx *fuseproto.Context, name string) (fuseproto.EntryOut, fuseproto.Errno) {
+			var e fuseproto.EntryOut
+			return e, fs.Symlink(ctx, fuseproto.RootID, name, "target", &e)
+		}},
+	}
+	for _, c := range creators {
+		for _, who := range []struct {
+			uid, gid uint32
+		}{{1000, 1000}, {1234, 4321}, {0, 0}} {
+			name := c.name + "-" + itoa(int(who.uid))
+			e, errno := c.create(userCtx(who.uid, who.gid), name)
+			if errno != 0 {
+				t.Fatalf("%s as %d: %v", c.name, who.uid, errno)
+			}
+			st := lstat(t, filepath.Join(dir, name))
+			if st.Uid != who.uid || st.Gid != who.gid {
+				t.Errorf("%s as %d:%d: host owner %d:%d", c.name, who.uid, who.gid, st.Uid, st.Gid)
+			}
+			if e.Attr.UID != who.uid || e.Attr.GID != who.gid {
+				t.Errorf("%s as %d:%d: entry owner %d:%d", c.name, who.uid, who.gid, e.Attr.UID, e.Attr.GID)
+			}
+		}
+	}
+
+	// Tmpfile, linked in afterwards.
+	var e fuseproto.EntryOut
+	var o fuseproto.OpenOut
+	if errno := fs.Tmpfile(userCtx(1000, 1000), fuseproto.RootID, &fuseproto.CreateIn{Flags: unix.O_RDWR, Mode: unix.S_IFREG | 0o600}, &e, &o); errno != 0 {
+		t.Fatalf("Tmpfile: %v", errno)
+	}
+	if e.Attr.UID != 1000 || e.Attr.GID != 1000 || e.Attr.Nlink != 0 {
+		t.Errorf("Tmpfile entry owner %d:%d nlink %d, want 1000:1000 nlink 0", e.Attr.UID, e.Attr.GID, e.Attr.Nlink)
+	}
+	var le fuseproto.EntryOut
+	if errno := fs.Link(rootCtx, e.NodeID, fuseproto.RootID, "tmp-linked", &le); errno != 0 {
+		t.Fatalf("Link tmpfile: %v", errno)
+	}
+	if st := lstat(t, filepath.Join(dir, "tmp-linked")); st.Uid != 1000 {
+		t.Errorf("linked tmpfile owner %d, want 1000", st.Uid)
+	}
+	release(t, fs, e.NodeID, o.Fh)
+}
+
+// TestCallerPermissions checks that the host enforces the caller's
+// permissions (fsuid drops CAP_DAC_OVERRIDE) and supplementary groups.
+func TestCallerPermissions(t *testing.T) {
+	fs, dir := newTestFS(t, Options{})
+	if err := os.Mkdir(filepath.Join(dir, "rootonly"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "group"), 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(dir, "group"), 0, 2000); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "group"), 0o770); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "secret", "x")
+	if err := os.Chmod(filepath.Join(dir, "secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rootonly := mustLookup(t, fs, fuseproto.RootID, "rootonly").NodeID
+	group := mustLookup(t, fs, fuseproto.RootID, "group").NodeID
+	secret := mustLookup(t, fs, fuseproto.RootID, "secret").NodeID
+
+	mkdir := func(ctx *fuseproto.Context, parent uint64, name string) fuseproto.Errno {
+		var e fuseproto.EntryOut
+		return fs.Mkdir(ctx, parent, name, &fuseproto.MkdirIn{Mode: 0o755}, &e)
+	}
+	tests := []struct {
+		name string
+		got  fuseproto.Errno
+		want fuseproto.Errno
+	}{
+		{"mkdir in root-owned 0755 as 1000", mkdir(userCtx(1000, 1000), rootonly, "a"), unix.EACCES},
+		{"mkdir in root-owned 0755 as root", mkdir(rootCtx, rootonly, "a"), 0},
+		{"mkdir in group dir without groups", mkdir(userCtx(1000, 1000), group, "b"), unix.EACCES},
+		{"mkdir in group dir with group 2000", mkdir(userCtx(1000, 1000, 2000), group, "c"), 0},
+		{"mkdir in group dir with fsgid 2000", mkdir(userCtx(1000, 2000), group, "d"), 0},
+		{"access R_OK 0600 root file as 1000", fs.Access(userCtx(1000, 1000), secret, unix.R_OK), unix.EACCES},
+		{"access R_OK 0600 root file as root", fs.Access(rootCtx, secret, unix.R_OK), 0},
+		{"access F_OK as 1000", fs.Access(userCtx(1000, 1000), secret, 0), 0},
+		{"access W_OK dir as 1000", fs.Access(userCtx(1000, 1000), rootonly, unix.W_OK), unix.EACCES},
+		{"access X_OK dir as 1000", fs.Access(userCtx(1000, 1000), rootonly, unix.X_OK), 0},
+	}
+	for _, tc := range tests {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,64 @@
+// Package passthrough serves a host directory as a fuseproto.FileSystem.
+//
+// # Inodes
+//
+// Every host inode the guest knows is one entry of an inode table keyed by
+// its host identity (st_dev, st_ino and the mount id from statx), holding an
+// O_PATH|O_NOFOLLOW descriptor. Node IDs are our own counter: the root is
+// fuseproto.RootID and is never forgotten; other IDs are never reused. An
+// inode lives while the kernel's lookup count (one per reply carrying an
+// EntryOut, given back by Forget) or our own reference count (one per
+// request or open handle using it) is nonzero; when both reach zero it is
+// removed and its descriptor closed. Attr.Ino is the host st_ino, and
+// Generation is always 0: the held descriptor keeps the host inode alive, so
+// its number cannot be reused while the node ID exists.
+//
+// # Path safety
+//
+// Every host operation is relative to a held descriptor: names are single
+// components resolved with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
+// RESOLVE_NO_MAGICLINKS) (or openat with O_NOFOLLOW where openat2 is
+// missing), no host symlink is ever followed, ".." of the root is the root,
+// and descriptors for I/O are reopened from the O_PATH one through
+// /proc/self/fd, for regular files and directories only: device nodes,
+// fifos, sockets and symlinks are never opened. Extended attributes are
+// reached through the /proc/self/fd/N path of the inode, so /proc must stay
+// mounted in the daemon's mount namespace.
+//
+// # Credentials
+//
+// Operations that create an inode (Mknod, Mkdir, Symlink, Create, Tmpfile),
+// Access and the flag-setting ioctls run with the caller's fsuid, fsgid and
+// supplementary groups on a locked OS thread (see asCaller in creds.go), so
+// new files belong to the caller from the instant they exist. Everything
+// else runs with the daemon's ids; the guest kernel checks permissions
+// itself (virtiofs mounts always use default_permissions).
+//
+// # Locks
+//
+// POSIX record locks are host open-file-description locks taken on a
+// descriptor per (inode, lock owner), so that two guest processes sharing an
+// inode do not share locks; Flush (each close(2) in the guest) closes the
+// owner's descriptor, which releases its locks. flock(2) locks are taken on
+// the handle's own descriptor. A waiting SETLKW polls with a growing backoff
+// instead of blocking a worker, and answers EINTR when the request is
+// interrupted.
+//
+// Poll answers ENOSYS, after which the kernel treats files as always ready,
+// which is true of regular files and directories, the only kinds we open.
+// Bmap answers ENOSYS: it is meaningful only for block-device FUSE.
+//
+// # Lock order
+//
+// Mutexes are taken in this order, and none is held across a blocking wait:
+//
+//  1. dirStream.mu (one directory handle's listing state; held while
+//     READDIRPLUS looks entries up)
+//  2. inode.lockMu (one inode's lock-owner descriptors)
+//  3. inodeTable.mu (lookup counts and references; no system call is made
+//     under it)
+//  4. handleTable.mu (handle numbers; never held while calling out)
+//
+// Descriptors are closed only when the last reference goes, outside
+// inodeTable.mu and handleTable.mu.
+package passthrough

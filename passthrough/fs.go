@@ -1,0 +1,268 @@
+package passthrough
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// FS is a host directory served as a fuseproto.FileSystem. Its methods are
+// safe for concurrent use.
+type FS struct {
+	opts Options
+	log  hclog.Logger
+
+	procFd int // O_PATH descriptor of /proc/self/fd
+
+	// uid, gid and groups are the daemon's own ids, which asCaller
+	// restores after running with a caller's.
+	uid, gid uint32
+	groups   []uint32
+
+	timeout      uint64 // entry and attribute timeout, seconds
+	openFlags    uint32 // FOPEN_* for Open and Create
+	opendirFlags uint32 // FOPEN_* for Opendir
+
+	initFlags atomic.Uint64 // negotiated INIT flags from Init
+	// session is closed by Destroy (and replaced), ending lock waits.
+	session   atomic.Pointer[chan struct{}]
+	noOpenat2 atomic.Bool // openat2 answered ENOSYS once
+
+	inodes inodeTable
+	files  handleTable
+	dirs   handleTable
+	nextFh atomic.Uint64
+}
+
+var _ fuseproto.FileSystem = (*FS)(nil)
+
+// New opens the directory root (following symlinks in the path the
+// administrator gave) and returns a filesystem serving it.
+func New(root string, opts Options) (*FS, error) {
+	switch opts.Cache {
+	case CacheAuto, CacheNever, CacheMetadata, CacheAlways:
+	default:
+		return nil, fmt.Errorf("passthrough: invalid cache policy %d", int(opts.Cache))
+	}
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOTDIR) {
+			return nil, fmt.Errorf("passthrough: shared directory %q is not a directory", root)
+		}
+		return nil, fmt.Errorf("passthrough: open shared directory %q: %w", root, err)
+	}
+	var st unix.Statx_t
+	if err := statxFd(rootFd, &st); err != nil {
+		unix.Close(rootFd)
+		return nil, fmt.Errorf("passthrough: stat shared directory %q: %w", root, err)
+	}
+	procFd, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(rootFd)
+		return nil, fmt.Errorf("passthrough: open /proc/self/fd (is /proc mounted?): %w", err)
+	}
+	groups, e := rawGetgroups()
+	if e != 0 {
+		unix.Close(rootFd)
+		unix.Close(procFd)
+		return nil, fmt.Errorf("passthrough: getgroups: %w", e)
+	}
+	fs := &FS{
+		opts:         opts,
+		log:          opts.Logger,
+		procFd:       procFd,
+		uid:          uint32(unix.Geteuid()),
+		gid:          uint32(unix.Getegid()),
+		groups:       groups,
+		timeout:      opts.Cache.timeout(),
+		openFlags:    opts.Cache.openFlags(),
+		opendirFlags: opts.Cache.opendirFlags(),
+	}
+	if fs.log == nil {
+		fs.log = hclog.NewNullLogger()
+	}
+	sess := make(chan struct{})
+	fs.session.Store(&sess)
+	fs.inodes.init(&inode{
+		id:      fuseproto.RootID,
+		key:     keyOf(&st),
+		fd:      rootFd,
+		typ:     unix.S_IFDIR,
+		nlookup: 1,
+		refs:    1, // permanent, given back by Close
+	})
+	fs.files.init(&fs.inodes, &fs.nextFh)
+	fs.dirs.init(&fs.inodes, &fs.nextFh)
+	return fs, nil
+}
+
+// Close ends the session like Destroy and then closes the root and
+// /proc/self/fd descriptors. Requests arriving afterwards answer EBADF. It
+// always returns nil.
+func (fs *FS) Close() error {
+	fs.Destroy()
+	fs.inodes.closeRoot()
+	if fd := fs.procFd; fd >= 0 {
+		fs.procFd = -1
+		unix.Close(fd)
+	}
+	return nil
+}
+
+// Init records the flags negotiated by FUSE_INIT; the writeback cache
+// changes how files are opened and POSIX ACL support how the umask applies.
+func (fs *FS) Init(cfg *fuseproto.Config) {
+	if cfg != nil {
+		fs.initFlags.Store(cfg.Flags)
+	}
+}
+
+// has reports whether all of the INIT flags are in effect.
+func (fs *FS) has(flags uint64) bool { return fs.initFlags.Load()&flags == flags }
+
+// Destroy drops every lookup of every inode but the root and closes every
+// file and directory handle, as when the guest unmounts. Requests still
+// running keep what they use until they finish.
+func (fs *FS) Destroy() {
+	next := make(chan struct{})
+	close(*fs.session.Swap(&next))
+	fs.files.closeAll()
+	fs.dirs.closeAll()
+	fs.inodes.forgetAll()
+}
+
+// errno converts an error from x/sys/unix into the errno sent to the kernel.
+func errno(err error) fuseproto.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return unix.EIO
+}
+
+// validName rejects names that are not single components. The Server already
+// does; this is the second wall for the operations that create or remove.
+func validName(name string) fuseproto.Errno {
+	if name == "" || name == "." || name == ".." || len(name) > fuseproto.MaxNameLen {
+		return unix.EINVAL
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '/' || name[i] == 0 {
+			return unix.EINVAL
+		}
+	}
+	return 0
+}
+
+// openBeneath opens name, a single component, in directory dirfd with flags
+// (O_PATH|O_NOFOLLOW here), never following a symlink and never leaving
+// dirfd. It uses openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
+// RESOLVE_NO_MAGICLINKS and falls back to openat with O_NOFOLLOW on kernels
+// without openat2.
+func (fs *FS) openBeneath(dirfd int, name string, flags int) (int, error) {
+	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if !fs.noOpenat2.Load() {
+		how := unix.OpenHow{
+			Flags:   uint64(flags),
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		}
+		for range 16 {
+			fd, err := unix.Openat2(dirfd, name, &how)
+			switch err {
+			case unix.EAGAIN, unix.EINTR:
+				continue // a concurrent rename; try again
+			case unix.ENOSYS:
+				fs.noOpenat2.Store(true)
+			default:
+				return fd, err
+			}
+			break
+		}
+		if !fs.noOpenat2.Load() {
+			return -1, unix.EAGAIN
+		}
+	}
+	if validName(name) != 0 {
+		// Without RESOLVE_BENEATH only a single component is safe.
+		return -1, unix.EXDEV
+	}
+	return unix.Openat(dirfd, name, flags, 0)
+}
+
+// reopen opens a new descriptor for the inode with flags, through its
+// /proc/self/fd entry. The caller has checked that the inode is a regular
+// file or a directory: nothing else is ever opened.
+func (fs *FS) reopen(in *inode, flags int) (int, error) {
+	for {
+		fd, err := unix.Openat(fs.procFd, itoa(in.fd), flags|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// procPath returns the /proc/self/fd path of the inode's descriptor, for the
+// system calls that have no *at form. Following it reaches the inode itself,
+// even a symlink, and never the symlink's target.
+func procPath(in *inode) string {
+	return "/proc/self/fd/" + strconv.Itoa(in.fd)
+}
+
+// entry fills out for the inode in with attributes st, as a reply that
+// counts one lookup (which the caller has recorded).
+func (fs *FS) entry(in *inode, st *unix.Statx_t, out *fuseproto.EntryOut) {
+	*out = fuseproto.EntryOut{
+		NodeID:     in.id,
+		EntryValid: fs.timeout,
+		AttrValid:  fs.timeout,
+	}
+	fillAttr(&out.Attr, st, in.submount)
+}
+
+// newEntry adopts fd, the O_PATH descriptor of an inode just found or made in
+// directory parent, counts one lookup of it and fills out. It returns the
+// inode with a reference the caller gives back with put.
+func (fs *FS) newEntry(parent *inode, fd int, out *fuseproto.EntryOut) (*inode, fuseproto.Errno) {
+	var st unix.Statx_t
+	if err := statxFd(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, errno(err)
+	}
+	submount := false
+	if fs.opts.AnnounceSubmounts && uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR &&
+		st.Mask&unix.STATX_MNT_ID != 0 && st.Mnt_id != parent.key.mnt {
+		submount = true
+	}
+	in := fs.inodes.adopt(fd, &st, submount)
+	fs.entry(in, &st, out)
+	return in, 0
+}
+
+// openKindErr returns the errno for opening an inode of type typ, or 0 for a
+// regular file.
+func openKindErr(typ uint32) fuseproto.Errno {
+	switch typ {
+	case unix.S_IFREG:
+		return 0
+	case unix.S_IFDIR:
+		return unix.EISDIR
+	case unix.S_IFLNK:
+		return unix.ELOOP
+	}
+	// Device nodes, fifos and sockets: the guest kernel opens these
+	// itself and never asks; a request to is hostile.
+	return unix.ENXIO
+}
+
+// itoa formats a descriptor number for a /proc/self/fd lookup.
+func itoa(fd int) string { return strconv.Itoa(fd) }

@@ -1,0 +1,107 @@
+package passthrough
+
+import (
+	"fmt"
+
+	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/hashicorp/go-hclog"
+)
+
+// CachePolicy says how long the guest kernel may cache names, attributes and
+// file data. The numbers are virtiofsd's, so that a guest sees the same
+// behaviour with either daemon.
+type CachePolicy int
+
+const (
+	// CacheAuto lets the kernel cache names and attributes for one second
+	// and file data until it sees the file change. It is the default.
+	CacheAuto CachePolicy = iota
+	// CacheNever disables caching: zero timeouts and direct I/O on every
+	// open file.
+	CacheNever
+	// CacheMetadata caches names and attributes for a day but reads and
+	// writes file data directly.
+	CacheMetadata
+	// CacheAlways caches everything for a day and keeps page cache and
+	// directory listings across opens.
+	CacheAlways
+)
+
+// String returns the policy's name as ParseCachePolicy accepts it.
+func (p CachePolicy) String() string {
+	switch p {
+	case CacheAuto:
+		return "auto"
+	case CacheNever:
+		return "never"
+	case CacheMetadata:
+		return "metadata"
+	case CacheAlways:
+		return "always"
+	}
+	return fmt.Sprintf("CachePolicy(%d)", int(p))
+}
+
+// ParseCachePolicy parses "never", "metadata", "auto" or "always".
+func ParseCachePolicy(s string) (CachePolicy, error) {
+	switch s {
+	case "never":
+		return CacheNever, nil
+	case "metadata":
+		return CacheMetadata, nil
+	case "auto":
+		return CacheAuto, nil
+	case "always":
+		return CacheAlways, nil
+	}
+	return 0, fmt.Errorf("passthrough: unknown cache policy %q (want never, metadata, auto or always)", s)
+}
+
+// timeout returns the entry and attribute timeout in seconds.
+func (p CachePolicy) timeout() uint64 {
+	switch p {
+	case CacheNever:
+		return 0
+	case CacheMetadata, CacheAlways:
+		return 86400
+	}
+	return 1
+}
+
+// openFlags returns the FOPEN_* flags Open answers with.
+func (p CachePolicy) openFlags() uint32 {
+	switch p {
+	case CacheNever, CacheMetadata:
+		return fuseproto.FopenDirectIO
+	case CacheAlways:
+		return fuseproto.FopenKeepCache
+	}
+	return 0
+}
+
+// opendirFlags returns the FOPEN_* flags Opendir answers with.
+func (p CachePolicy) opendirFlags() uint32 {
+	if p == CacheAlways {
+		return fuseproto.FopenKeepCache | fuseproto.FopenCacheDir
+	}
+	return 0
+}
+
+// Options configure an FS.
+type Options struct {
+	// Cache is the caching policy; the zero value is CacheAuto.
+	Cache CachePolicy
+	// Xattr enables extended attributes. When it is off (the default, as
+	// in virtiofsd) the xattr operations answer ENOSYS, which makes the
+	// kernel stop sending them.
+	Xattr bool
+	// ReadOnly makes every modifying request answer EROFS, including opens
+	// for writing, truncation or appending.
+	ReadOnly bool
+	// AnnounceSubmounts sets fuseproto.AttrSubmount on directories whose
+	// host mount differs from their parent's, so that the guest gives each
+	// host mount its own superblock (and st_dev).
+	AnnounceSubmounts bool
+	// Logger receives warnings and debug lines; nil discards them.
+	Logger hclog.Logger
+}

@@ -1,0 +1,70 @@
+package passthrough
+
+// This file holds the few raw system calls the package needs that
+// golang.org/x/sys/unix does not wrap. It is the only file of the package that
+// imports unsafe.
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawSetgroups sets the calling OS thread's supplementary groups. The raw
+// system call changes only this thread, unlike syscall.Setgroups, which Go
+// applies to every thread of the process. gid_t is 32 bits on the 64-bit
+// hosts this package supports.
+func rawSetgroups(groups []uint32) unix.Errno {
+	var p unsafe.Pointer
+	if len(groups) > 0 {
+		p = unsafe.Pointer(&groups[0])
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(groups)), uintptr(p), 0)
+	return e
+}
+
+// rawGetgroups returns the calling OS thread's supplementary groups.
+func rawGetgroups() ([]uint32, unix.Errno) {
+	n, _, e := unix.RawSyscall(unix.SYS_GETGROUPS, 0, 0, 0)
+	if e != 0 {
+		return nil, e
+	}
+	groups := make([]uint32, n)
+	if n == 0 {
+		return groups, 0
+	}
+	m, _, e := unix.RawSyscall(unix.SYS_GETGROUPS, n, uintptr(unsafe.Pointer(&groups[0])), 0)
+	if e != 0 {
+		return nil, e
+	}
+	return groups[:m], 0
+}
+
+// rawSetfsuid sets the calling thread's filesystem uid and reports whether it
+// now has that value. setfsuid(2) returns the previous value rather than an
+// error, so the result is checked by a second call with an invalid id, which
+// changes nothing and returns the current one.
+func rawSetfsuid(uid uint32) bool {
+	unix.RawSyscall(unix.SYS_SETFSUID, uintptr(uid), 0, 0)
+	cur, _, _ := unix.RawSyscall(unix.SYS_SETFSUID, uintptr(^uint32(0)), 0, 0)
+	return uint32(cur) == uid
+}
+
+// rawSetfsgid is rawSetfsuid for the filesystem gid.
+func rawSetfsgid(gid uint32) bool {
+	unix.RawSyscall(unix.SYS_SETFSGID, uintptr(gid), 0, 0)
+	cur, _, _ := unix.RawSyscall(unix.SYS_SETFSGID, uintptr(^uint32(0)), 0, 0)
+	return uint32(cur) == gid
+}
+
+// fsxattr is struct fsxattr of FS_IOC_FSGETXATTR and FS_IOC_FSSETXATTR: four
+// 32-bit fields and 8 padding bytes, 28 bytes in all.
+type fsxattr [7]uint32
+
+const fsxattrSize = int(unsafe.Sizeof(fsxattr{}))
+
+// ioctlFsxattr runs FS_IOC_FSGETXATTR or FS_IOC_FSSETXATTR on fd.
+func ioctlFsxattr(fd int, req uint, x *fsxattr) unix.Errno {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(x)))
+	return e
+}

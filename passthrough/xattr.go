@@ -1,0 +1,110 @@
+package passthrough
+
+import (
+	"slices"
+
+	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"golang.org/x/sys/unix"
+)
+
+// The xattr operations reach the inode through its /proc/self/fd path with
+// the following (non-l) system calls: following that magic link lands on the
+// inode itself, a symlink or special file included, without opening it and
+// without ever following a symlink's target.
+
+// posixACLAccess is the xattr holding a POSIX access ACL.
+const posixACLAccess = "system.posix_acl_access"
+
+// Setxattr sets an extended attribute; in.Flags are XATTR_CREATE or
+// XATTR_REPLACE. With SetxattrACLKillSGID, setting the access ACL clears
+// the set-group-ID bit when the caller is neither in the file's group nor
+// root, as the kernel does for a local caller without CAP_FSETID.
+func (fs *FS) Setxattr(ctx *fuseproto.Context, node uint64, name string, value []byte, in *fuseproto.SetxattrIn) fuseproto.Errno {
+	if !fs.opts.Xattr {
+		return unix.ENOSYS
+	}
+	if fs.opts.ReadOnly {
+		return unix.EROFS
+	}
+	ino, e := fs.inodes.get(node)
+	if e != 0 {
+		return e
+	}
+	defer fs.inodes.put(ino)
+	path := procPath(ino)
+	if err := unix.Setxattr(path, name, value, int(in.Flags)); err != nil {
+		return errno(err)
+	}
+	if in.SetxattrFlags&fuseproto.SetxattrACLKillSGID != 0 && name == posixACLAccess && ino.typ != unix.S_IFLNK {
+		c := credsOf(ctx)
+		var st unix.Statx_t
+		if err := statxFd(ino.fd, &st); err != nil {
+			return errno(err)
+		}
+		mode := uint32(st.Mode)
+		if mode&unix.S_ISGID != 0 && c.uid != 0 && st.Gid != c.gid && !slices.Contains(c.groups, st.Gid) {
+			if err := fs.chmod(ino, mode&0o7777&^unix.S_ISGID); err != nil {
+				return errno(err)
+			}
+		}
+	}
+	return 0
+}
+
+// Getxattr copies the value of name into dst and returns its length; with an
+// empty dst it returns only the length. ERANGE when dst is too small.
+func (fs *FS) Getxattr(ctx *fuseproto.Context, node uint64, name string, dst []byte) (int, fuseproto.Errno) {
+	if !fs.opts.Xattr {
+		return 0, unix.ENOSYS
+	}
+	ino, e := fs.inodes.get(node)
+	if e != 0 {
+		return 0, e
+	}
+	defer fs.inodes.put(ino)
+	if len(dst) == 0 {
+		dst = nil
+	}
+	n, err := unix.Getxattr(procPath(ino), name, dst)
+	if err != nil {
+		return 0, errno(err)
+	}
+	return n, 0
+}
+
+// Listxattr copies the NUL-separated attribute names into dst, like
+// Getxattr.
+func (fs *FS) Listxattr(ctx *fuseproto.Context, node uint64, dst []byte) (int, fuseproto.Errno) {
+	if !fs.opts.Xattr {
+		return 0, unix.ENOSYS
+	}
+	ino, e := fs.inodes.get(node)
+	if e != 0 {
+		return 0, e
+	}
+	defer fs.inodes.put(ino)
+	if len(dst) == 0 {
+		dst = nil
+	}
+	n, err := unix.Listxattr(procPath(ino), dst)
+	if err != nil {
+		return 0, errno(err)
+	}
+	return n, 0
+}
+
+// Removexattr removes an extended attribute.
+func (fs *FS) Removexattr(ctx *fuseproto.Context, node uint64, name string) fuseproto.Errno {
+	if !fs.opts.Xattr {
+		return unix.ENOSYS
+	}
+	if fs.opts.ReadOnly {
+		return unix.EROFS
+	}
+	ino, e := fs.inodes.get(node)
+	if e != 0 {
+		return e
+	}
+	defer fs.inodes.put(ino)
+	return errno(unix.Removexattr(procPath(ino), name))
+}
