@@ -302,6 +302,9 @@ func TestDestroy(t *testing.T) {
 	if n := fs.inodes.len(); n != 1 {
 		t.Errorf("%d inodes after Destroy, want 1", n)
 	}
+	if nf, nd := fs.files.len(), fs.dirs.len(); nf != 0 || nd != 0 {
+		t.Errorf("%d file and %d dir handles after Destroy, want none", nf, nd)
+	}
 	if errno := fs.Release(rootCtx, f, &fuseproto.ReleaseIn{Fh: fh}); errno != unix.EBADF {
 		t.Errorf("Release after Destroy: %v", errno)
 	}
