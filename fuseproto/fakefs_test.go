@@ -44,7 +44,9 @@ func (f *fakeFS) last() string {
 	return f.calls[len(f.calls)-1]
 }
 
-func fill(e *EntryOut) { *e = EntryOut{NodeID: 42, EntryValid: 1, AttrValid: 1, Attr: Attr{Ino: 42, Mode: 0o100644}} }
+func fill(e *EntryOut) {
+	*e = EntryOut{NodeID: 42, EntryValid: 1, AttrValid: 1, Attr: Attr{Ino: 42, Mode: 0o100644}}
+}
 
 func (f *fakeFS) Init(cfg *Config) { f.mu.Lock(); f.cfg = cfg; f.mu.Unlock() }
 func (f *fakeFS) Destroy()         { f.rec("Destroy") }
@@ -149,8 +151,10 @@ func (f *fakeFS) Readdir(ctx *Context, node uint64, in *ReadIn, dst *DirBuffer) 
 	}
 	return f.rec("Readdir")
 }
-func (f *fakeFS) Releasedir(ctx *Context, node uint64, in *ReleaseIn) Errno { return f.rec("Releasedir") }
-func (f *fakeFS) Fsyncdir(ctx *Context, node uint64, in *FsyncIn) Errno     { return f.rec("Fsyncdir") }
+func (f *fakeFS) Releasedir(ctx *Context, node uint64, in *ReleaseIn) Errno {
+	return f.rec("Releasedir")
+}
+func (f *fakeFS) Fsyncdir(ctx *Context, node uint64, in *FsyncIn) Errno { return f.rec("Fsyncdir") }
 func (f *fakeFS) Statfs(ctx *Context, node uint64, out *StatfsOut) Errno {
 	out.St.Namelen = 255
 	return f.rec("Statfs")

@@ -4,18 +4,21 @@ import "syscall"
 
 // DefaultInitFlags are the INIT flags a Server turns on whenever the kernel
 // offers them: what a production passthrough daemon uses. Writeback caching
-// and POSIX ACLs change semantics and are only turned on through
-// Options.Enable.
+// and POSIX ACLs change semantics, and idmapped mounts need
+// default_permissions; they are only turned on through Options.Enable.
 const DefaultInitFlags = InitAsyncRead | InitPosixLocks | InitAtomicOTrunc |
 	InitExportSupport | InitBigWrites | InitDontMask | InitFlockLocks |
 	InitAutoInvalData | InitDoReaddirplus | InitReaddirplusAuto | InitAsyncDIO |
 	InitParallelDirops | InitHandleKillpriv | InitHandleKillprivV2 |
 	InitMaxPages | InitCacheSymlinks | InitSubmounts | InitSetxattrExt |
-	InitInitExt | InitCreateSuppGroup | InitAllowIdmap | InitDirectIOAllowMmap
+	InitInitExt | InitCreateSuppGroup | InitDirectIOAllowMmap
 
 // optionalInitFlags may be turned on by Options.Enable.
+// InitAllowIdmap is among them because the kernel refuses a session that
+// turns it on without default_permissions: a transport that knows the mount
+// has default_permissions (virtio-fs always does) enables it.
 const optionalInitFlags = InitWritebackCache | InitPosixACL | InitExplicitInvalData |
-	InitNoOpenSupport | InitNoOpendirSupport
+	InitNoOpenSupport | InitNoOpendirSupport | InitAllowIdmap
 
 // pageSize is the unit of max_pages.
 const pageSize = 4096

@@ -162,13 +162,13 @@ func TestInitNegotiation(t *testing.T) {
 		wantOff   uint64
 	}{
 		{name: "7.45 kernel", in: initIn(45), wantMajor: 7, wantMinor: 45, wantSize: 64,
-			wantOn:  InitAsyncRead | InitPosixLocks | InitFlockLocks | InitDoReaddirplus | InitReaddirplusAuto | InitCreateSuppGroup | InitAllowIdmap | InitDirectIOAllowMmap | InitMaxPages | InitSetxattrExt | InitHandleKillprivV2,
-			wantOff: InitWritebackCache | InitPosixACL | InitPassthrough | InitOverIoUring | InitSecurityCtx},
+			wantOn:  InitAsyncRead | InitPosixLocks | InitFlockLocks | InitDoReaddirplus | InitReaddirplusAuto | InitCreateSuppGroup | InitDirectIOAllowMmap | InitMaxPages | InitSetxattrExt | InitHandleKillprivV2,
+			wantOff: InitWritebackCache | InitPosixACL | InitAllowIdmap | InitPassthrough | InitOverIoUring | InitSecurityCtx},
 		{name: "newer minor speaks ours", in: initIn(50), wantMajor: 7, wantMinor: 45, wantSize: 64},
 		{name: "7.31 kernel gets 7.31", in: initIn(31), wantMajor: 7, wantMinor: 31, wantSize: 64},
 		{name: "7.19 kernel gets short reply", in: initIn(19), wantMajor: 7, wantMinor: 19, wantSize: 24},
-		{name: "writeback when asked", in: initIn(45), opts: Options{Enable: InitWritebackCache | InitPosixACL},
-			wantMajor: 7, wantMinor: 45, wantSize: 64, wantOn: InitWritebackCache | InitPosixACL},
+		{name: "writeback when asked", in: initIn(45), opts: Options{Enable: InitWritebackCache | InitPosixACL | InitAllowIdmap},
+			wantMajor: 7, wantMinor: 45, wantSize: 64, wantOn: InitWritebackCache | InitPosixACL | InitAllowIdmap},
 		{name: "no readdirplus", in: initIn(45), opts: Options{Disable: InitDoReaddirplus | InitReaddirplusAuto},
 			wantMajor: 7, wantMinor: 45, wantSize: 64, wantOff: InitDoReaddirplus | InitReaddirplusAuto},
 		{name: "flags not offered stay off", in: &InitIn{Major: 7, Minor: 45, Flags: uint32(InitAsyncRead)},

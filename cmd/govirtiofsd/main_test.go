@@ -1,0 +1,401 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/passthrough"
+)
+
+func TestParseFlags(t *testing.T) {
+	base := []string{"--shared-dir", "/srv", "--mountpoint", "/mnt"}
+	def := config{sharedDir: "/srv", mountpoint: "/mnt", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info}
+	with := func(f func(c *config)) config {
+		c := def
+		f(&c)
+		return c
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		want    config
+		wantErr string // exact message; "" for success
+	}{
+		{name: "minimal", args: base, want: def},
+		{name: "equals form", args: []string{"--shared-dir=/srv", "--mountpoint=/mnt"}, want: def},
+		{name: "single dash", args: []string{"-shared-dir", "/srv", "-mountpoint=/mnt"}, want: def},
+		{name: "cache never", args: append([]string{"--cache", "never"}, base...), want: with(func(c *config) { c.cache = passthrough.CacheNever })},
+		{name: "cache=metadata", args: append([]string{"--cache=metadata"}, base...), want: with(func(c *config) { c.cache = passthrough.CacheMetadata })},
+		{name: "cache always", args: append(base, "--cache", "always"), want: with(func(c *config) { c.cache = passthrough.CacheAlways })},
+		{name: "cache auto", args: append(base, "--cache=auto"), want: def},
+		{name: "threads", args: append(base, "--thread-pool-size", "16"), want: with(func(c *config) { c.threads = 16 })},
+		{name: "threads zero", args: append(base, "--thread-pool-size=0"), want: with(func(c *config) { c.threads = 0 })},
+		{name: "log off", args: append(base, "--log-level", "off"), want: with(func(c *config) { c.logLevel = hclog.Off })},
+		{name: "log trace", args: append(base, "--log-level=trace"), want: with(func(c *config) { c.logLevel = hclog.Trace })},
+		{name: "log warn", args: append(base, "--log-level=warn"), want: with(func(c *config) { c.logLevel = hclog.Warn })},
+		{name: "all booleans", args: append(base, "--xattr", "--readonly", "--allow-direct-io", "--writeback", "--posix-acl", "--no-readdirplus", "--announce-submounts"),
+			want: with(func(c *config) {
+				c.xattr, c.readonly, c.allowDirectIO, c.writeback, c.posixACL, c.noReaddirplus, c.announceSubmounts = true, true, true, true, true, true, true
+			})},
+		{name: "bool=true", args: append(base, "--xattr=true", "--readonly=false"), want: with(func(c *config) { c.xattr = true })},
+
+		{name: "no args", args: nil, wantErr: "--shared-dir is required"},
+		{name: "no shared dir", args: []string{"--mountpoint", "/mnt"}, wantErr: "--shared-dir is required"},
+		{name: "no mountpoint", args: []string{"--shared-dir", "/srv"}, wantErr: "one of --mountpoint is required"},
+		{name: "unknown flag", args: append(base, "--bogus"), wantErr: "flag provided but not defined: --bogus"},
+		{name: "missing value", args: []string{"--mountpoint", "/mnt", "--shared-dir"}, wantErr: "flag needs an argument: --shared-dir"},
+		{name: "bad cache", args: append(base, "--cache", "sometimes"), wantErr: `invalid value "sometimes" for flag --cache: want never, metadata, auto or always`},
+		{name: "bad threads", args: append(base, "--thread-pool-size", "many"), wantErr: `invalid value "many" for flag --thread-pool-size: want a number, 0 or more`},
+		{name: "negative threads", args: append(base, "--thread-pool-size=-1"), wantErr: `invalid value "-1" for flag --thread-pool-size: want a number, 0 or more`},
+		{name: "bad log level", args: append(base, "--log-level", "loud"), wantErr: `invalid value "loud" for flag --log-level: want off, error, warn, info, debug or trace`},
+		{name: "bad bool", args: append(base, "--xattr=maybe"), wantErr: `invalid boolean value "maybe" for --xattr: parse error`},
+		{name: "positional", args: append(base, "extra"), wantErr: `unexpected argument "extra"`},
+		{name: "acl without xattr", args: append(base, "--posix-acl"), wantErr: "--posix-acl requires --xattr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseFlags(tc.args)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("parseFlags(%q) error = %v, want %q", tc.args, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseFlags(%q): %v", tc.args, err)
+			}
+			if got != tc.want {
+				t.Fatalf("parseFlags(%q) = %+v, want %+v", tc.args, got, tc.want)
+			}
+		})
+	}
+	for _, h := range []string{"-h", "--help", "-help"} {
+		if _, err := parseFlags([]string{h}); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("parseFlags(%s) = %v, want flag.ErrHelp", h, err)
+		}
+	}
+}
+
+func TestServerOptions(t *testing.T) {
+	cfg, err := parseFlags([]string{"--shared-dir=/s", "--mountpoint=/m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := serverOptions(&cfg, hclog.NewNullLogger())
+	if o.Enable != fuseproto.InitAllowIdmap || o.Disable != fuseproto.InitSubmounts || o.MaxWrite != fuseproto.DefaultMaxWrite {
+		t.Errorf("defaults: %+v", o)
+	}
+	cfg, err = parseFlags([]string{"--shared-dir=/s", "--mountpoint=/m", "--writeback", "--xattr", "--posix-acl", "--no-readdirplus", "--announce-submounts"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o = serverOptions(&cfg, hclog.NewNullLogger())
+	if o.Enable != fuseproto.InitAllowIdmap|fuseproto.InitWritebackCache|fuseproto.InitPosixACL || o.Disable != fuseproto.InitDoReaddirplus|fuseproto.InitReaddirplusAuto {
+		t.Errorf("all options: %+v", o)
+	}
+}
+
+// buildDaemon builds the command into a temporary directory.
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go command not found: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), progName)
+	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runDaemon runs bin to its end and returns its exit status and output.
+func runDaemon(t *testing.T, bin string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stdout.String(), stderr.String()
+	case errors.As(err, &exit):
+		return exit.ExitCode(), stdout.String(), stderr.String()
+	}
+	t.Fatalf("running %s: %v", bin, err)
+	return 0, "", ""
+}
+
+func TestCommandLineErrors(t *testing.T) {
+	bin := buildDaemon(t)
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--bogus"},
+		{"--shared-dir", dir},
+		{"--mountpoint", dir},
+		{"--shared-dir", dir, "--mountpoint", dir, "--cache", "sometimes"},
+		{"--shared-dir", dir, "--mountpoint", dir, "--thread-pool-size"},
+		{"--shared-dir=" + dir, "--mountpoint=" + dir, "--log-level=verbose"},
+	} {
+		code, stdout, stderr := runDaemon(t, bin, args...)
+		if code != 2 {
+			t.Errorf("%q: exit status %d, want 2", args, code)
+		}
+		if stdout != "" {
+			t.Errorf("%q: stdout %q, want nothing", args, stdout)
+		}
+		if !strings.HasPrefix(stderr, progName+": ") || !strings.HasSuffix(stderr, "\n") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%q: stderr %q, want one line %q", args, stderr, progName+": <message>")
+		}
+	}
+	code, stdout, stderr := runDaemon(t, bin, "--help")
+	if code != 0 || !strings.Contains(stdout, "--shared-dir") || stderr != "" {
+		t.Errorf("--help: status %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
+
+// requireFUSE skips a test that needs root and /dev/fuse when they are
+// missing, except under CI=true, where that is a failure.
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root"
+	} else if fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
+		why = fmt.Sprintf("needs /dev/fuse: %v", err)
+	} else {
+		unix.Close(fd)
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: a missing prerequisite is a failure)", why)
+	}
+	t.Skip(why)
+}
+
+// mountedFS returns the filesystem type mounted on path, or "".
+func mountedFS(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fstype := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || fields[4] != path {
+			continue
+		}
+		for i := 6; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				fstype = fields[i+1]
+				break
+			}
+		}
+	}
+	return fstype
+}
+
+// daemon is a running govirtiofsd.
+type daemon struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+// startDaemon starts bin on a new shared directory and mount point and
+// waits for the mount to appear.
+func startDaemon(t *testing.T, bin string, extra ...string) (d *daemon, shared, mnt string) {
+	t.Helper()
+	shared, mnt = t.TempDir(), t.TempDir()
+	args := append([]string{"--shared-dir", shared, "--mountpoint", mnt}, extra...)
+	d = &daemon{cmd: exec.Command(bin, args...), stderr: new(bytes.Buffer), done: make(chan error, 1)}
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+		if mountedFS(t, mnt) != "" {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+			t.Errorf("%s was still mounted", mnt)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for mountedFS(t, mnt) == "" {
+		select {
+		case err := <-d.done:
+			t.Fatalf("daemon exited before mounting: %v\n%s", err, d.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not mounted after 10s\n%s", mnt, d.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return d, shared, mnt
+}
+
+// wait waits for the daemon to exit and returns its exit status.
+func (d *daemon) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		d.done <- err
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(15 * time.Second):
+		t.Fatalf("daemon did not exit\n%s", d.stderr)
+		return -1
+	}
+}
+
+func TestDaemonSIGTERM(t *testing.T) {
+	requireFUSE(t)
+	bin := buildDaemon(t)
+	d, shared, mnt := startDaemon(t, bin, "--thread-pool-size=2", "--log-level=debug")
+	if got := mountedFS(t, mnt); got != "fuse.govirtiofs" {
+		t.Fatalf("%s is mounted as %q", mnt, got)
+	}
+	data := []byte("written through the mount\n")
+	if err := os.WriteFile(filepath.Join(mnt, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(shared, "f")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("shared dir has %q, %v; want %q", got, err, data)
+	}
+	if err := os.Mkdir(filepath.Join(shared, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(mnt, "d")); err != nil || !st.IsDir() {
+		t.Fatalf("directory made in the shared dir: %v, %v", st, err)
+	}
+
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.wait(t); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM, want 0\n%s", code, d.stderr)
+	}
+	if got := mountedFS(t, mnt); got != "" {
+		t.Fatalf("%s still mounted (%s) after the daemon exited", mnt, got)
+	}
+	if !strings.Contains(d.stderr.String(), "unmounted; exiting") {
+		t.Errorf("log does not say the mount ended:\n%s", d.stderr)
+	}
+}
+
+func TestDaemonExternalUnmount(t *testing.T) {
+	requireFUSE(t)
+	bin := buildDaemon(t)
+	d, _, mnt := startDaemon(t, bin)
+	if _, err := os.ReadDir(mnt); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.wait(t); code != 0 {
+		t.Fatalf("exit status %d after umount, want 0\n%s", code, d.stderr)
+	}
+}
+
+func TestDaemonBadMountpoint(t *testing.T) {
+	requireFUSE(t)
+	bin := buildDaemon(t)
+	missing := filepath.Join(t.TempDir(), "missing")
+	code, _, stderr := runDaemon(t, bin, "--shared-dir", t.TempDir(), "--mountpoint", missing)
+	if code != 1 || !strings.Contains(stderr, "mount point "+missing+" does not exist") {
+		t.Fatalf("status %d, stderr %q", code, stderr)
+	}
+}
+
+// TestDaemonSIGTERMBusy stops the daemon while a file on the mount is open:
+// the mount is detached at once, and the daemon exits when the file is
+// closed.
+func TestDaemonSIGTERMBusy(t *testing.T) {
+	requireFUSE(t)
+	bin := buildDaemon(t)
+	d, shared, mnt := startDaemon(t, bin)
+	if err := os.WriteFile(filepath.Join(shared, "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for mountedFS(t, mnt) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still mounted 10s after SIGTERM\n%s", mnt, d.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	buf := make([]byte, 4)
+	if n, err := f.ReadAt(buf, 0); err != nil || string(buf[:n]) != "data" {
+		t.Fatalf("read from the detached mount = %q, %v", buf[:n], err)
+	}
+	f.Close()
+	if code := d.wait(t); code != 0 {
+		t.Fatalf("exit status %d, want 0\n%s", code, d.stderr)
+	}
+	if strings.Contains(d.stderr.String(), "still in use") {
+		t.Errorf("daemon gave up waiting instead of ending with the session:\n%s", d.stderr)
+	}
+}
+
+// TestDaemonNoPermission runs the daemon without CAP_SYS_ADMIN (dropped by
+// setpriv from util-linux).
+func TestDaemonNoPermission(t *testing.T) {
+	requireFUSE(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("setpriv (util-linux) not found")
+		}
+		t.Skip("setpriv (util-linux) not found")
+	}
+	bin := buildDaemon(t)
+	mnt := t.TempDir()
+	code, _, stderr := runDaemon(t, setpriv, "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--",
+		bin, "--shared-dir", t.TempDir(), "--mountpoint", mnt, "--log-level=off")
+	want := progName + ": mount point " + mnt + " cannot be mounted on: operation not permitted (mounting needs CAP_SYS_ADMIN)\n"
+	if code != 1 || stderr != want {
+		t.Fatalf("status %d, stderr %q; want 1, %q", code, stderr, want)
+	}
+}

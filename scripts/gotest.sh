@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs go test over the given packages with the race detector, keeps the
+# verbose log in bin/test.log, and ends with a "N passed, N failed, N skipped"
+# line. Under CI=true a skipped test is a failure: CI has root, /dev/fuse and
+# QEMU, so nothing may be skipped there.
+set -uo pipefail
+mkdir -p bin
+log=bin/test.log
+go test -race -count=1 -timeout 20m -v "$@" 2>&1 | tee "$log" | grep -E '^(=== RUN|--- (FAIL|SKIP)|FAIL|ok|panic)' | grep -v '^=== RUN' || true
+status=${PIPESTATUS[0]}
+passed=$(grep -c -- '--- PASS' "$log")
+failed=$(grep -c -- '--- FAIL' "$log")
+skipped=$(grep -c -- '--- SKIP' "$log")
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+if [ "${CI:-}" = true ] && [ "$skipped" -gt 0 ]; then
+	echo "CI=true: skipped tests count as failures:"
+	grep -- '--- SKIP' "$log"
+	exit 1
+fi
+exit "$status"
