@@ -214,3 +214,30 @@ func TestCallerPermissions(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateModeIgnoresProcessUmask checks that the mode a creating request
+// asks for, less the request's own umask, is what the host file gets, even
+// when the process had a umask before New.
+func TestCreateModeIgnoresProcessUmask(t *testing.T) {
+	old := unix.Umask(0o077)
+	defer unix.Umask(old)
+	fs, dir := newTestFS(t, Options{})
+	var e fuseproto.EntryOut
+	var o fuseproto.OpenOut
+	in := fuseproto.CreateIn{Flags: unix.O_RDWR, Mode: unix.S_IFREG | 0o4777, Umask: 0o002}
+	if errno := fs.Create(rootCtx, fuseproto.RootID, "suid", &in, &e, &o); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := fs.Mkdir(rootCtx, fuseproto.RootID, "d", &fuseproto.MkdirIn{Mode: 0o1777}, &e); errno != 0 {
+		t.Fatal(errno)
+	}
+	for name, want := range map[string]uint32{"suid": 0o4775, "d": 0o1777} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o7777 != want {
+			t.Errorf("%s: mode %o, want %o", name, st.Mode&0o7777, want)
+		}
+	}
+}

@@ -44,12 +44,17 @@ var _ fuseproto.FileSystem = (*FS)(nil)
 
 // New opens the directory root (following symlinks in the path the
 // administrator gave) and returns a filesystem serving it.
+//
+// New sets the process umask to 0: the kernel sends each creating request's
+// umask with it (FUSE_DONT_MASK), and the filesystem applies that one; a
+// process umask would be applied on top and strip bits the guest asked for.
 func New(root string, opts Options) (*FS, error) {
 	switch opts.Cache {
 	case CacheAuto, CacheNever, CacheMetadata, CacheAlways:
 	default:
 		return nil, fmt.Errorf("passthrough: invalid cache policy %d", int(opts.Cache))
 	}
+	unix.Umask(0)
 	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOTDIR) {
