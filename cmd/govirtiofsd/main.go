@@ -1,23 +1,30 @@
-// Command govirtiofsd shares a host directory through FUSE. For now it
-// serves the directory on a host mount point over /dev/fuse; the vhost-user
-// (virtio-fs) transport comes later. Its options follow virtiofsd's:
+// Command govirtiofsd shares a host directory with a virtual machine as a
+// vhost-user-fs backend (virtio-fs), or on a host mount point over
+// /dev/fuse. Its options follow virtiofsd's:
 //
-//	govirtiofsd --shared-dir DIR --mountpoint MNT [--cache never|metadata|auto|always]
-//	    [--xattr] [--readonly] [--thread-pool-size N] [--log-level LEVEL]
+//	govirtiofsd --shared-dir DIR --socket-path SOCK [--tag TAG] [--request-queues N]
+//	govirtiofsd --shared-dir DIR --fd N            (a listening socket, as libvirt passes it)
+//	govirtiofsd --shared-dir DIR --mountpoint MNT
+//	    [--cache never|metadata|auto|always] [--xattr] [--readonly]
+//	    [--thread-pool-size N] [--queue-size N] [--log-level LEVEL]
 //	    [--allow-direct-io] [--writeback] [--posix-acl] [--no-readdirplus]
-//	    [--announce-submounts]
+//	    [--announce-submounts] [--keep-serving]
 //
 // Both "--flag value" and "--flag=value" work. A bad command line prints one
 // line on stderr and exits with status 2; -h or --help prints the options
-// and exits 0. SIGINT or SIGTERM unmounts and exits 0, as does an unmount
-// from outside (umount, fusermount -u); other failures exit 1.
+// and exits 0. As a vhost-user backend it exits 0 when the front-end (the
+// VMM) disconnects, unless --keep-serving; on a mount point SIGINT or
+// SIGTERM unmounts and exits 0, as does an unmount from outside (umount,
+// fusermount -u). Other failures exit 1.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -29,6 +36,7 @@ import (
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
 	"github.com/govirtiofs/govirtiofs/fuseproto/devfuse"
+	"github.com/govirtiofs/govirtiofs/fuseproto/virtiofs"
 	"github.com/govirtiofs/govirtiofs/passthrough"
 )
 
@@ -57,7 +65,18 @@ type config struct {
 	posixACL          bool
 	noReaddirplus     bool
 	announceSubmounts bool
+	socketPath        string
+	fd                int // -1: none
+	tag               string
+	queueSize         int
+	requestQueues     int
+	keepServing       bool
 }
+
+// defaultRequestQueues is the default --request-queues: how many request
+// queues the virtio-fs device offers (QEMU's num-request-queues and Cloud
+// Hypervisor's num_queues may ask for up to this many).
+const defaultRequestQueues = 16
 
 // logLevels are the --log-level names, virtiofsd's.
 var logLevels = map[string]hclog.Level{
@@ -76,7 +95,41 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&cfg.sharedDir, "shared-dir", "", "the host `directory` to share (required)")
-	fs.StringVar(&cfg.mountpoint, "mountpoint", "", "serve the shared directory on this host `directory` over /dev/fuse")
+	fs.StringVar(&cfg.socketPath, "socket-path", "", "listen for the VMM's vhost-user connection on this unix socket `path`")
+	fs.StringVar(&cfg.socketPath, "socket", "", "deprecated spelling of --socket-path")
+	fs.Func("fd", "serve the vhost-user connection on this already listening socket `fd` (as libvirt passes it)", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return errors.New("want a file descriptor number")
+		}
+		cfg.fd = n
+		return nil
+	})
+	fs.StringVar(&cfg.mountpoint, "mountpoint", "", "serve the shared directory on this host `directory` over /dev/fuse instead")
+	fs.Func("tag", "virtio-fs `tag` served in the config space (1 to 36 bytes; default: none, the VMM supplies it)", func(s string) error {
+		if len(s) == 0 || len(s) > virtiofs.TagSize {
+			return fmt.Errorf("want 1 to %d bytes", virtiofs.TagSize)
+		}
+		cfg.tag = s
+		return nil
+	})
+	fs.Func("queue-size", "largest virtqueue `size` accepted (power of 2, default 1024)", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 32768 || n&(n-1) != 0 {
+			return errors.New("want a power of 2 up to 32768")
+		}
+		cfg.queueSize = n
+		return nil
+	})
+	fs.Func("request-queues", "`number` of virtio-fs request queues offered (default "+strconv.Itoa(defaultRequestQueues)+", at most "+strconv.Itoa(virtiofs.MaxRequestQueues)+")", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > virtiofs.MaxRequestQueues {
+			return fmt.Errorf("want 1 to %d", virtiofs.MaxRequestQueues)
+		}
+		cfg.requestQueues = n
+		return nil
+	})
+	fs.BoolVar(&cfg.keepServing, "keep-serving", false, "after the VMM disconnects, wait for a new connection instead of exiting")
 	fs.Func("cache", "caching `policy`: never, metadata, auto or always (default auto)", func(s string) error {
 		p, err := passthrough.ParseCachePolicy(s)
 		if err != nil {
@@ -115,7 +168,8 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 // returns flag.ErrHelp for -h or --help, and otherwise a one-line error
 // for anything wrong.
 func parseFlags(args []string) (config, error) {
-	cfg := config{cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info}
+	cfg := config{cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
+		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
 	fs := newFlagSet(&cfg)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -128,12 +182,25 @@ func parseFlags(args []string) (config, error) {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case cfg.sharedDir == "":
 		return cfg, errors.New("--shared-dir is required")
-	case cfg.mountpoint == "":
-		return cfg, errors.New("one of --mountpoint is required")
+	case transports(&cfg) == 0:
+		return cfg, errors.New("one of --socket-path, --fd or --mountpoint is required")
+	case transports(&cfg) > 1:
+		return cfg, errors.New("--socket-path, --fd and --mountpoint exclude each other")
 	case cfg.posixACL && !cfg.xattr:
 		return cfg, errors.New("--posix-acl requires --xattr")
 	}
 	return cfg, nil
+}
+
+// transports counts the transports the command line names.
+func transports(cfg *config) int {
+	n := 0
+	for _, set := range []bool{cfg.socketPath != "", cfg.fd >= 0, cfg.mountpoint != ""} {
+		if set {
+			n++
+		}
+	}
+	return n
 }
 
 // doubleDash rewrites the flag package's "-name" in its messages to the
@@ -149,8 +216,8 @@ func doubleDash(msg string) string {
 func usage(w io.Writer) {
 	var cfg config
 	fs := newFlagSet(&cfg)
-	fmt.Fprintf(w, "usage: %s --shared-dir DIR --mountpoint MNT [options]\n\n", progName)
-	fmt.Fprintf(w, "Shares DIR on the host mount point MNT over /dev/fuse (needs root).\n\noptions:\n")
+	fmt.Fprintf(w, "usage: %s --shared-dir DIR (--socket-path SOCK | --fd N | --mountpoint MNT) [options]\n\n", progName)
+	fmt.Fprintf(w, "Shares DIR with a VM as a vhost-user-fs backend on SOCK (or the listening\nsocket N), or on the host mount point MNT over /dev/fuse.\n\noptions:\n")
 	fs.VisitAll(func(f *flag.Flag) {
 		arg, help := flag.UnquoteUsage(f)
 		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
@@ -225,6 +292,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer fs.Close()
 	srv := fuseproto.NewServer(fs, serverOptions(&cfg, log))
+	if cfg.mountpoint == "" {
+		return serveVhostUser(&cfg, srv, log, sigs, fail)
+	}
 
 	m, err := devfuse.Mount(cfg.mountpoint, devfuse.MountOptions{
 		Source:             cfg.sharedDir,
@@ -267,4 +337,83 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Warn("the detached mount is still in use; exiting, its open files will fail", "waited", unmountGrace)
 	}
 	return 0
+}
+
+// serveVhostUser runs the virtio-fs device on the --socket-path or --fd
+// listener until the front-end disconnects (or, with --keep-serving, until a
+// signal).
+func serveVhostUser(cfg *config, srv *fuseproto.Server, log hclog.Logger, sigs <-chan os.Signal, fail func(error) int) int {
+	l, cleanup, err := listen(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer cleanup()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- virtiofs.ListenAndServe(ctx, l, srv, virtiofs.Options{
+			Tag:            cfg.tag,
+			RequestQueues:  cfg.requestQueues,
+			ThreadPoolSize: cfg.threads,
+			QueueSize:      cfg.queueSize,
+			KeepServing:    cfg.keepServing,
+			Logger:         log.Named("virtiofs"),
+		})
+	}()
+	log.Info("waiting for the vhost-user front-end", "socket", l.Addr().String(), "shared-dir", cfg.sharedDir,
+		"cache", cfg.cache.String(), "request-queues", cfg.requestQueues)
+	select {
+	case err := <-done:
+		if err != nil {
+			return fail(err)
+		}
+		log.Info("front-end disconnected; exiting")
+		return 0
+	case sig := <-sigs:
+		log.Info("stopping", "signal", sig.String())
+		cancel()
+		l.Close()
+		select {
+		case <-done:
+		case <-time.After(unmountGrace):
+			log.Warn("requests still running; exiting anyway")
+		}
+		return 0
+	}
+}
+
+// listen returns the vhost-user listener: the --fd socket, or a new socket at
+// --socket-path (replacing a stale socket left there, refusing anything
+// else), and a function that removes it again.
+func listen(cfg *config) (*net.UnixListener, func(), error) {
+	if cfg.fd >= 0 {
+		f := os.NewFile(uintptr(cfg.fd), "vhost-user-socket")
+		if f == nil {
+			return nil, nil, fmt.Errorf("--fd %d is not an open file descriptor", cfg.fd)
+		}
+		defer f.Close()
+		nl, err := net.FileListener(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--fd %d: %w", cfg.fd, err)
+		}
+		ul, ok := nl.(*net.UnixListener)
+		if !ok {
+			nl.Close()
+			return nil, nil, fmt.Errorf("--fd %d is not a listening unix socket", cfg.fd)
+		}
+		return ul, func() { ul.Close() }, nil
+	}
+	if st, err := os.Lstat(cfg.socketPath); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, nil, fmt.Errorf("--socket-path %s exists and is not a socket", cfg.socketPath)
+		}
+		os.Remove(cfg.socketPath)
+	}
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.socketPath, Net: "unix"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s: %w", cfg.socketPath, err)
+	}
+	ul.SetUnlinkOnClose(true)
+	return ul, func() { ul.Close() }, nil
 }

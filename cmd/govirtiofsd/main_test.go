@@ -23,7 +23,15 @@ import (
 
 func TestParseFlags(t *testing.T) {
 	base := []string{"--shared-dir", "/srv", "--mountpoint", "/mnt"}
-	def := config{sharedDir: "/srv", mountpoint: "/mnt", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info}
+	def := config{sharedDir: "/srv", mountpoint: "/mnt", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
+		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
+	sock := config{sharedDir: "/srv", socketPath: "/run/vfs.sock", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
+		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
+	sockWith := func(f func(c *config)) config {
+		c := sock
+		f(&c)
+		return c
+	}
 	with := func(f func(c *config)) config {
 		c := def
 		f(&c)
@@ -55,7 +63,17 @@ func TestParseFlags(t *testing.T) {
 
 		{name: "no args", args: nil, wantErr: "--shared-dir is required"},
 		{name: "no shared dir", args: []string{"--mountpoint", "/mnt"}, wantErr: "--shared-dir is required"},
-		{name: "no mountpoint", args: []string{"--shared-dir", "/srv"}, wantErr: "one of --mountpoint is required"},
+		{name: "socket path", args: []string{"--shared-dir", "/srv", "--socket-path", "/run/vfs.sock"}, want: sock},
+		{name: "deprecated --socket", args: []string{"--shared-dir=/srv", "--socket=/run/vfs.sock"}, want: sock},
+		{name: "virtio options", args: []string{"--shared-dir=/srv", "--socket-path=/run/vfs.sock", "--tag", "myfs", "--queue-size", "256", "--request-queues", "4", "--keep-serving"},
+			want: sockWith(func(c *config) { c.tag, c.queueSize, c.requestQueues, c.keepServing = "myfs", 256, 4, true })},
+		{name: "fd", args: []string{"--shared-dir=/srv", "--fd=3"}, want: sockWith(func(c *config) { c.socketPath, c.fd = "", 3 })},
+		{name: "no transport", args: []string{"--shared-dir", "/srv"}, wantErr: "one of --socket-path, --fd or --mountpoint is required"},
+		{name: "two transports", args: append(base, "--socket-path", "/s"), wantErr: "--socket-path, --fd and --mountpoint exclude each other"},
+		{name: "tag too long", args: append(base, "--tag", strings.Repeat("t", 37)), wantErr: `invalid value "` + strings.Repeat("t", 37) + `" for flag --tag: want 1 to 36 bytes`},
+		{name: "queue size not power of 2", args: append(base, "--queue-size", "1000"), wantErr: `invalid value "1000" for flag --queue-size: want a power of 2 up to 32768`},
+		{name: "too many request queues", args: append(base, "--request-queues", "65"), wantErr: `invalid value "65" for flag --request-queues: want 1 to 64`},
+		{name: "bad fd", args: []string{"--shared-dir=/srv", "--fd=x"}, wantErr: `invalid value "x" for flag --fd: want a file descriptor number`},
 		{name: "unknown flag", args: append(base, "--bogus"), wantErr: "flag provided but not defined: --bogus"},
 		{name: "missing value", args: []string{"--mountpoint", "/mnt", "--shared-dir"}, wantErr: "flag needs an argument: --shared-dir"},
 		{name: "bad cache", args: append(base, "--cache", "sometimes"), wantErr: `invalid value "sometimes" for flag --cache: want never, metadata, auto or always`},

@@ -1,0 +1,183 @@
+package virtiofs
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/govirtiofs/govirtiofs/virtqueue"
+)
+
+// drainTimeout bounds how long stopping a queue waits for its requests in
+// flight; a request still running after it completes into a stopped queue
+// and its reply is dropped.
+const drainTimeout = 10 * time.Second
+
+// pollInterval is how often a ring without a kick eventfd is polled.
+const pollInterval = 5 * time.Millisecond
+
+// runner serves one started queue: one goroutine waits on the kick
+// eventfd and drains the available ring.
+type runner struct {
+	d     *Device
+	index int
+	q     *virtqueue.Queue
+	kick  int // owned by the vhost-user backend; -1: poll
+	wake  int // our eventfd: stop
+	done  chan struct{}
+	quit  chan struct{} // closed by stop: unblocks a dispatch waiting for a worker
+
+	stopping atomic.Bool
+	inflight sync.WaitGroup // chains handed to workers and not yet pushed
+	hiprio   *worker        // queue 0 serves inline with its own state
+	chainErr int            // malformed chains seen, for rate-limited logging
+}
+
+func newRunner(d *Device, index int, q *virtqueue.Queue, kick int) (*runner, error) {
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("virtiofs: eventfd: %w", err)
+	}
+	r := &runner{d: d, index: index, q: q, kick: kick, wake: wake, done: make(chan struct{}), quit: make(chan struct{})}
+	if index == 0 {
+		r.hiprio = newWorker(d)
+	}
+	return r, nil
+}
+
+// stop ends the queue goroutine and waits for the requests in flight.
+func (r *runner) stop() {
+	r.stopping.Store(true)
+	close(r.quit)
+	var one [8]byte
+	binary.LittleEndian.PutUint64(one[:], 1)
+	unix.Write(r.wake, one[:])
+	<-r.done
+	unix.Close(r.wake)
+
+	drained := make(chan struct{})
+	go func() { r.inflight.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		r.d.log.Warn("requests still running on a stopped queue; their replies will be dropped", "queue", r.index)
+	}
+}
+
+func (r *runner) loop() {
+	defer close(r.done)
+	debug.SetPanicOnFault(true)
+	fds := []unix.PollFd{{Fd: int32(r.wake), Events: unix.POLLIN}, {Fd: int32(r.kick), Events: unix.POLLIN}}
+	timeout := -1
+	if r.kick < 0 {
+		fds = fds[:1]
+		timeout = int(pollInterval / time.Millisecond)
+	}
+	var buf [8]byte
+	broken := false
+	for {
+		// Drain first: chains may have been kicked before the ring was
+		// started or enabled.
+		if !broken && !r.drain() {
+			broken = true
+			fds, timeout = fds[:1], -1
+		}
+		if r.stopping.Load() {
+			return
+		}
+		fds[0].Revents = 0
+		if len(fds) > 1 {
+			fds[1].Revents = 0
+		}
+		_, err := unix.Poll(fds, timeout)
+		if err != nil && err != unix.EINTR {
+			r.d.log.Error("polling the kick eventfd failed; queue stopped", "queue", r.index, "error", err)
+			broken = true
+			fds, timeout = fds[:1], -1
+			continue
+		}
+		if fds[0].Revents != 0 {
+			return
+		}
+		if len(fds) > 1 && fds[1].Revents&unix.POLLIN != 0 {
+			unix.Read(r.kick, buf[:])
+		} else if len(fds) > 1 && fds[1].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
+			r.d.log.Error("the kick eventfd failed; polling the ring instead", "queue", r.index)
+			fds, timeout = fds[:1], int(pollInterval/time.Millisecond)
+		}
+	}
+}
+
+// drain serves every available chain and re-enables notification. It
+// returns false when the queue is broken.
+func (r *runner) drain() (ok bool) {
+	var c *virtqueue.Chain
+	defer func() {
+		if p := recover(); p != nil {
+			// The front-end pulled guest memory from under the rings.
+			r.d.log.Error("fault while reading the rings; queue stopped", "queue", r.index, "panic", fmt.Sprint(p))
+			if c != nil {
+				c.Release()
+			}
+			ok = false
+		}
+	}()
+	for !r.stopping.Load() {
+		c = r.d.chains.Get().(*virtqueue.Chain)
+		err := r.q.Pop(c)
+		if err == nil {
+			cur := c
+			c = nil // the worker owns it now
+			r.dispatch(cur)
+			continue
+		}
+		r.d.chains.Put(c)
+		c = nil
+		var ce *virtqueue.ChainError
+		switch {
+		case errors.Is(err, virtqueue.ErrEmpty):
+			more, err := r.q.EnableNotify()
+			if err != nil {
+				r.d.log.Error("virtqueue broken; it is not served any more", "queue", r.index, "error", err)
+				return false
+			}
+			if !more {
+				return true
+			}
+		case errors.As(err, &ce):
+			r.chainErr++
+			if r.chainErr <= 10 || r.chainErr%1000 == 0 {
+				r.d.log.Warn("malformed descriptor chain returned unserved", "queue", r.index, "head", ce.Head, "error", ce.Err, "count", r.chainErr)
+			}
+		case errors.Is(err, virtqueue.ErrStopped):
+			return true
+		default:
+			r.d.log.Error("virtqueue broken; it is not served any more", "queue", r.index, "error", err)
+			return false
+		}
+	}
+	return true
+}
+
+// dispatch serves c: inline on the high-priority queue, else by a worker.
+func (r *runner) dispatch(c *virtqueue.Chain) {
+	if r.hiprio != nil {
+		r.hiprio.serve(c)
+		r.d.chains.Put(c)
+		return
+	}
+	r.inflight.Add(1)
+	if !r.d.pool.submit(c, r) {
+		// Stopping while every worker is busy: give the chain back
+		// unserved rather than wait.
+		r.q.Push(c, 0)
+		r.d.chains.Put(c)
+		r.inflight.Done()
+	}
+}
