@@ -21,9 +21,13 @@ func writeIntent(flags int) bool {
 // hostOpenFlags turns the guest's open flags into the ones we open with. With
 // the writeback cache the kernel may read a file opened write-only (to fill
 // partial pages) and sends appends at explicit offsets, so O_WRONLY becomes
-// O_RDWR and O_APPEND is dropped, as virtiofsd does.
+// O_RDWR and O_APPEND is dropped, as virtiofsd does. O_DIRECT is kept only
+// with Options.AllowDirectIO.
 func (fs *FS) hostOpenFlags(flags uint32) int {
 	f := int(flags) & openPassFlags
+	if !fs.opts.AllowDirectIO {
+		f &^= unix.O_DIRECT
+	}
 	if fs.has(fuseproto.InitWritebackCache) {
 		if f&unix.O_ACCMODE == unix.O_WRONLY {
 			f = f&^unix.O_ACCMODE | unix.O_RDWR
@@ -273,6 +277,16 @@ func (fs *FS) Release(ctx *fuseproto.Context, node uint64, in *fuseproto.Release
 	}
 	if in.LockOwner != 0 {
 		h.ino.dropOwner(in.LockOwner)
+	}
+	// The guest's open file is gone: so are the locks taken through it,
+	// OFD locks included (their owner is the open file, which no FLUSH
+	// names).
+	h.ino.lockMu.Lock()
+	owners := h.lockOwners
+	h.lockOwners = nil
+	h.ino.lockMu.Unlock()
+	for owner := range owners {
+		h.ino.dropOwner(owner)
 	}
 	fs.files.put(h)
 	return 0

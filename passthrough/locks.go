@@ -15,7 +15,8 @@ import (
 type lockOwner struct {
 	fd       int
 	writable bool
-	refs     int // guarded by inode.lockMu: the owners map's plus users'
+	refs     int    // guarded by inode.lockMu: the owners map's plus users'
+	pid      uint32 // guarded by inode.lockMu: the guest pid of its last lock, for GETLK
 }
 
 // Backoff bounds of a waiting SETLKW, which polls rather than blocking a
@@ -122,7 +123,7 @@ func toFlock(l *fuseproto.FileLock, lk *unix.Flock_t) fuseproto.Errno {
 }
 
 // fromFlock converts a struct flock from F_OFD_GETLK back. The holder of an
-// OFD lock has no pid, so PID is 0.
+// OFD lock has no pid; Getlk finds it among the inode's owners.
 func fromFlock(lk *unix.Flock_t, l *fuseproto.FileLock) {
 	*l = fuseproto.FileLock{Type: uint32(lk.Type), Start: uint64(lk.Start), End: offsetMax}
 	if lk.Len > 0 {
@@ -159,6 +160,34 @@ func (fs *FS) Getlk(ctx *fuseproto.Context, node uint64, in *fuseproto.LkIn, out
 		return 0
 	}
 	fromFlock(&lk, &out.Lk)
+	out.Lk.PID = ino.holderPID(in.Owner, &in.Lk, &lk)
+	return 0
+}
+
+// holderPID returns the guest pid of the lock owner holding the conflicting
+// lock found, which F_OFD_GETLK reported from requester's descriptor as
+// found. An owner never sees its own locks, so the holder is the owner whose
+// descriptor, asked the same question, does not report found. A lock held
+// by a host process, or not found any more, gives 0.
+func (in *inode) holderPID(requester uint64, want *fuseproto.FileLock, found *unix.Flock_t) uint32 {
+	in.lockMu.Lock()
+	defer in.lockMu.Unlock()
+	var q unix.Flock_t
+	if toFlock(want, &q) != 0 {
+		return 0
+	}
+	for owner, lo := range in.owners {
+		if owner == requester || lo.pid == 0 {
+			continue
+		}
+		l := q
+		if unix.FcntlFlock(uintptr(lo.fd), unix.F_OFD_GETLK, &l) != nil {
+			continue
+		}
+		if l.Type != found.Type || l.Start != found.Start || l.Len != found.Len {
+			return lo.pid
+		}
+	}
 	return 0
 }
 
@@ -187,10 +216,25 @@ func (fs *FS) Setlk(ctx *fuseproto.Context, node uint64, in *fuseproto.LkIn, wai
 	if lk.Type == unix.F_WRLCK && !lo.writable {
 		return unix.EBADF
 	}
-	return fs.retryLock(ctx, wait, func() error {
+	if h := fs.files.get(in.Fh); h != nil {
+		ino.lockMu.Lock()
+		if h.lockOwners == nil {
+			h.lockOwners = map[uint64]struct{}{}
+		}
+		h.lockOwners[in.Owner] = struct{}{}
+		ino.lockMu.Unlock()
+		fs.files.put(h)
+	}
+	e = fs.retryLock(ctx, wait, func() error {
 		l := lk
 		return unix.FcntlFlock(uintptr(lo.fd), unix.F_OFD_SETLK, &l)
 	})
+	if e == 0 && lk.Type != unix.F_UNLCK {
+		ino.lockMu.Lock()
+		lo.pid = in.Lk.PID
+		ino.lockMu.Unlock()
+	}
+	return e
 }
 
 // flock takes or drops a flock(2) lock on the handle's descriptor, which

@@ -212,3 +212,56 @@ func TestFlock(t *testing.T) {
 		t.Errorf("host flock after unlock: %v", err)
 	}
 }
+
+// TestGetlkReportsHolderPID checks that a conflicting lock found by GETLK
+// names the guest pid of the owner that took it (OFD locks have none on the
+// host).
+func TestGetlkReportsHolderPID(t *testing.T) {
+	fs, dir := newTestFS(t, Options{})
+	writeFile(t, dir, "f", "data")
+	f := mustLookup(t, fs, fuseproto.RootID, "f").NodeID
+	fh := mustOpen(t, fs, f, unix.O_RDWR)
+	holder := fuseproto.LkIn{Fh: fh, Owner: 1, Lk: fuseproto.FileLock{Type: unix.F_WRLCK, Start: 0, End: 9, PID: 4242}}
+	if errno := fs.Setlk(rootCtx, f, &holder, false); errno != 0 {
+		t.Fatal(errno)
+	}
+	var out fuseproto.LkOut
+	ask := fuseproto.LkIn{Fh: fh, Owner: 2, Lk: fuseproto.FileLock{Type: unix.F_RDLCK, Start: 5, End: offsetMax, PID: 77}}
+	if errno := fs.Getlk(rootCtx, f, &ask, &out); errno != 0 {
+		t.Fatal(errno)
+	}
+	if out.Lk.Type != unix.F_WRLCK || out.Lk.Start != 0 || out.Lk.End != 9 || out.Lk.PID != 4242 {
+		t.Fatalf("GETLK = %+v, want the write lock 0-9 of pid 4242", out.Lk)
+	}
+}
+
+// TestReleaseDropsLocksTakenThroughHandle checks that locks whose owner is
+// the open file itself (OFD locks in the guest: no FLUSH names that owner)
+// go away when the handle is released.
+func TestReleaseDropsLocksTakenThroughHandle(t *testing.T) {
+	fs, dir := newTestFS(t, Options{})
+	writeFile(t, dir, "f", "data")
+	f := mustLookup(t, fs, fuseproto.RootID, "f").NodeID
+	fh1 := mustOpen(t, fs, f, unix.O_RDWR)
+	fh2 := mustOpen(t, fs, f, unix.O_RDWR)
+	lock := func(fh, owner uint64) fuseproto.Errno {
+		in := fuseproto.LkIn{Fh: fh, Owner: owner, Lk: fuseproto.FileLock{Type: unix.F_WRLCK, End: offsetMax, PID: 1}}
+		return fs.Setlk(rootCtx, f, &in, false)
+	}
+	if errno := lock(fh2, 0xf2); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := lock(fh1, 0xf1); errno != unix.EAGAIN {
+		t.Fatalf("conflicting lock: %v, want EAGAIN", errno)
+	}
+	// close(2) of the second file: FLUSH names the process, not the file.
+	if errno := fs.Flush(rootCtx, f, &fuseproto.FlushIn{Fh: fh2, LockOwner: 0x99}); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := fs.Release(rootCtx, f, &fuseproto.ReleaseIn{Fh: fh2}); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := lock(fh1, 0xf1); errno != 0 {
+		t.Fatalf("lock after the holder's file was released: %v", errno)
+	}
+}

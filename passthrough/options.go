@@ -102,6 +102,11 @@ type Options struct {
 	// host mount differs from their parent's, so that the guest gives each
 	// host mount its own superblock (and st_dev).
 	AnnounceSubmounts bool
+	// AllowDirectIO keeps the guest's O_DIRECT on host opens. By default
+	// it is dropped, as virtiofsd does: the guest kernel already bypasses
+	// its own page cache, and host O_DIRECT needs aligned buffers, which
+	// a FUSE payload (data at an offset inside the request) is not.
+	AllowDirectIO bool
 	// Logger receives warnings and debug lines; nil discards them.
 	Logger hclog.Logger
 }

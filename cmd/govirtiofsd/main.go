@@ -156,7 +156,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 		cfg.logLevel = l
 		return nil
 	})
-	fs.BoolVar(&cfg.allowDirectIO, "allow-direct-io", false, "honour O_DIRECT from the guest (currently always honoured)")
+	fs.BoolVar(&cfg.allowDirectIO, "allow-direct-io", false, "open host files with O_DIRECT when the guest asks (default: dropped; the guest bypasses its own cache either way)")
 	fs.BoolVar(&cfg.writeback, "writeback", false, "enable the kernel's writeback cache")
 	fs.BoolVar(&cfg.posixACL, "posix-acl", false, "enable POSIX ACLs (needs --xattr)")
 	fs.BoolVar(&cfg.noReaddirplus, "no-readdirplus", false, "disable READDIRPLUS")
@@ -285,6 +285,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Xattr:             cfg.xattr,
 		ReadOnly:          cfg.readonly,
 		AnnounceSubmounts: cfg.announceSubmounts,
+		AllowDirectIO:     cfg.allowDirectIO,
 		Logger:            log.Named("passthrough"),
 	})
 	if err != nil {
