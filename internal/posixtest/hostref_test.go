@@ -2,7 +2,6 @@ package posixtest_test
 
 import (
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/govirtiofs/govirtiofs/internal/posixtest"
@@ -34,25 +33,4 @@ func TestHostReference(t *testing.T) {
 	posixtest.RunWith(t, worldDir(t, "posixtest-host-"), posixtest.Options{
 		Skip: map[string]string{"LargeFile1GiB": "the host reference run checks the suite, not the disk"},
 	})
-}
-
-// TestMountedDir runs the suite on the directory named by POSIXTEST_DIR,
-// which must exist and be empty; it is how a QEMU guest (or a person) runs
-// the suite on a filesystem mounted by other means, e.g.
-//
-//	POSIXTEST_DIR=/mnt/share ./posixtest.test -test.run='^TestMountedDir$' -test.v
-//
-// POSIXTEST_SKIP may name tests to skip, separated by commas.
-func TestMountedDir(t *testing.T) {
-	dir := os.Getenv("POSIXTEST_DIR")
-	if dir == "" {
-		t.Skip("POSIXTEST_DIR is not set")
-	}
-	opts := posixtest.Options{Skip: map[string]string{}}
-	for name := range strings.SplitSeq(os.Getenv("POSIXTEST_SKIP"), ",") {
-		if name != "" {
-			opts.Skip[name] = "named in POSIXTEST_SKIP"
-		}
-	}
-	posixtest.RunWith(t, dir, opts)
 }
