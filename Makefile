@@ -5,16 +5,24 @@ GO       ?= go
 BIN      := bin
 PKGS     := ./...
 
-.PHONY: all build test deps lint unit fuzz-smoke bench install clean
+.PHONY: all build demo test deps lint fuzz-smoke bench install clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/govirtiofsd ./cmd/govirtiofsd
 
-## deps: install the build and test prerequisites (idempotent).
+## demo: boot a small VM that mounts a share served by govirtiofsd and show it working.
+demo: build
+	@scripts/deps.sh
+	@qemu-tests/setup.sh
+	@qemu-tests/demo.sh
+
+## deps: install the build and test prerequisites (idempotent): toolchain
+## pieces, QEMU 7.2 and 10.0, guest kernels 6.1 and 6.12, initramfs.
 deps:
 	@scripts/deps.sh
+	@qemu-tests/setup.sh
 
 ## lint: gofmt, go vet and staticcheck must be clean.
 lint: deps
@@ -22,7 +30,8 @@ lint: deps
 	$(GO) vet $(PKGS)
 	$$($(GO) env GOPATH)/bin/staticcheck $(PKGS)
 
-## test: lint, then every test (unit, fuzz seed corpora, /dev/fuse integration) as root.
+## test: lint, then every test as root: unit, fuzz seed corpora, /dev/fuse
+## integration, the fake vhost-user front-end, and QEMU guests (qemu-tests).
 test: lint build
 	@scripts/gotest.sh $(PKGS)
 

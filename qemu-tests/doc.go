@@ -1,0 +1,56 @@
+// Package qemutests holds the end-to-end tests that boot real QEMU guests
+// against a vhost-user-fs daemon: the guest mounts the share with
+// `mount -t virtiofs` and runs a checker program (guest/) on it, and the host
+// reads the verdicts from the serial console and verifies what the guest
+// left in the share.
+//
+// Two kernel/QEMU pairs run, one after the other:
+//
+//	linux-6.1+qemu-7.2    Debian 12's kernel (virtio and virtiofs as modules)
+//	                      and Debian 12's QEMU, one vCPU, one request queue
+//	linux-6.12+qemu-10.0  the bookworm-backports kernel (built in) and QEMU,
+//	                      -smp 4 and num-request-queues=4
+//
+// Prerequisites come from setup.sh (QEMU 7.2 and 10.0, guest kernels,
+// busybox, base initramfs images; all cached outside the repository) and the
+// daemon binary. Under CI=true the test runs setup.sh itself (about a second
+// once its downloads are cached) and a missing prerequisite is a failure;
+// elsewhere the test skips with a message saying what to run.
+//
+// Each check the guest reports is a subtest (TestQEMU/<pair>/<check>); where
+// the check leaves files behind, the subtest also verifies them on the host.
+// The guest then runs the conformance suite internal/posixtest on the mount
+// (TestQEMU/<pair>/posix/<test>). More subtests: request_queues (the
+// multi-queue pair spread requests over its queues, from the guest's
+// /proc/interrupts) and daemon_exit (the daemon exited with status 0 once
+// QEMU was gone). Console and daemon logs of the last run are kept in
+// QEMUTEST_LOGDIR.
+//
+// Environment:
+//
+//	GOVIRTIOFSD             the daemon binary (default ../bin/govirtiofsd)
+//	QEMUTEST_DAEMON         govirtiofsd (default) or virtiofsd-c, the C
+//	                        virtiofsd that Debian's QEMU 7.2 ships
+//	                        (/usr/lib/qemu/virtiofsd); it serves one request
+//	                        queue, so the 10.0 pair then uses one
+//	QEMUTEST_DAEMON_CMD     any other daemon: a command line in which
+//	                        {socket} and {dir} are replaced (e.g.
+//	                        "mydaemon --socket-path={socket} --dir {dir}")
+//	QEMUTEST_DAEMON_ARGS    extra arguments appended to the daemon's
+//	QEMUTEST_REQUEST_QUEUES num-request-queues for the 10.0 pair (default 4)
+//	QEMUTEST_PAIRS          comma-separated subset of pairs to run, by full
+//	                        name or kernel version ("6.1", "6.12")
+//	QEMUTEST_CHECKS         regexp: run only the checker's checks it matches
+//	QEMUTEST_POSIX=0        leave out the posixtest suite
+//	QEMUTEST_POSIX_RUN      regexp: run only the suite's tests it matches
+//	QEMUTEST_TIMEOUT        per-guest limit in seconds (default 600)
+//	QEMUTEST_WATCHDOG       seconds a guest program may print nothing before
+//	                        the guest dumps blocked tasks and stops it
+//	                        (default 90; the host gives up a minute later)
+//	QEMUTEST_LOGDIR         where console and daemon logs go (default
+//	                        ../bin/qemu-tests)
+//	QEMUTEST_KEEP=1         keep the temporary share (kept on failure too,
+//	                        without its two 256 MiB files)
+//	QEMUTEST_SETUP=1        run setup.sh first, as CI=true does
+//	GOVIRTIOFS_CACHE        setup.sh's cache folder (see setup.sh)
+package qemutests
