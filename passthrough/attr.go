@@ -13,7 +13,7 @@ const statxMask = unix.STATX_BASIC_STATS | unix.STATX_MNT_ID
 // symlink is not followed).
 func statxFd(fd int, st *unix.Statx_t) error {
 	for {
-		err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, statxMask, st)
+		err := fdStatx(fd, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, statxMask, st)
 		if err != unix.EINTR {
 			return err
 		}

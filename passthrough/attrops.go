@@ -243,7 +243,7 @@ func (fs *FS) Statx(ctx *fuseproto.Context, node uint64, in *fuseproto.StatxIn, 
 	mask := int(in.SxMask&statxResult) | unix.STATX_BASIC_STATS | unix.STATX_BTIME
 	var st unix.Statx_t
 	for {
-		err := unix.Statx(fd, "", flags, mask, &st)
+		err := fdStatx(fd, flags, mask, &st)
 		if err == unix.EINTR {
 			continue
 		}

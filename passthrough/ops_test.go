@@ -509,3 +509,23 @@ func TestReadWriteAllocs(t *testing.T) {
 		t.Errorf("Write allocates %v per call", n)
 	}
 }
+
+// TestGetattrAllocs checks that GETATTR, the most frequent metadata request,
+// allocates nothing, by node and by handle.
+func TestGetattrAllocs(t *testing.T) {
+	fs, dir := newTestFS(t, Options{})
+	writeFile(t, dir, "f", "data")
+	node := mustLookup(t, fs, fuseproto.RootID, "f").NodeID
+	fh := mustOpen(t, fs, node, unix.O_RDONLY)
+	defer release(t, fs, node, fh)
+	var out fuseproto.AttrOut
+	for _, in := range []*fuseproto.GetattrIn{{}, {GetattrFlags: fuseproto.GetattrFh, Fh: fh}} {
+		if n := testing.AllocsPerRun(200, func() {
+			if errno := fs.Getattr(rootCtx, node, in, &out); errno != 0 || out.Attr.Size != 4 {
+				t.Fatalf("Getattr: size %d, %v", out.Attr.Size, errno)
+			}
+		}); n != 0 {
+			t.Errorf("Getattr(flags %d) allocates %v per call", in.GetattrFlags, n)
+		}
+	}
+}

@@ -68,3 +68,18 @@ func ioctlFsxattr(fd int, req uint, x *fsxattr) unix.Errno {
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(x)))
 	return e
 }
+
+// emptyPath is the NUL-terminated "" that fdStatx passes with AT_EMPTY_PATH.
+var emptyPath = [1]byte{0}
+
+// fdStatx is statx(fd, "", flags, mask, st) without unix.Statx's copy of
+// the path into a new C string: it runs on every GETATTR and LOOKUP, and
+// allocates nothing. flags must include AT_EMPTY_PATH.
+func fdStatx(fd int, flags, mask int, st *unix.Statx_t) error {
+	_, _, e := unix.Syscall6(unix.SYS_STATX, uintptr(fd), uintptr(unsafe.Pointer(&emptyPath[0])),
+		uintptr(flags), uintptr(mask), uintptr(unsafe.Pointer(st)), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
