@@ -16,19 +16,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/govirtiofs/govirtiofs/internal/testenv"
 )
 
 // ciMode reports whether a missing prerequisite must fail rather than skip.
-func ciMode() bool { return os.Getenv("CI") == "true" }
+func ciMode() bool { return testenv.CI() }
 
 // prereq reports a missing prerequisite: a skip outside CI, a failure in it.
 func prereq(t *testing.T, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if ciMode() {
-		t.Fatalf("%s (CI=true: a missing prerequisite is a failure)", msg)
-	}
-	t.Skip(msg)
+	testenv.Missing(t, format, args...)
 }
 
 // cacheDir is setup.sh's cache folder; it follows gvt_cache_dir in lib.sh.

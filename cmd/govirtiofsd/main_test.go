@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/govirtiofs/govirtiofs/internal/testenv"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -187,27 +188,6 @@ func TestCommandLineErrors(t *testing.T) {
 	}
 }
 
-// requireFUSE skips a test that needs root and /dev/fuse when they are
-// missing, except under CI=true, where that is a failure.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
-		why = fmt.Sprintf("needs /dev/fuse: %v", err)
-	} else {
-		unix.Close(fd)
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: a missing prerequisite is a failure)", why)
-	}
-	t.Skip(why)
-}
-
 // mountedFS returns the filesystem type mounted on path, or "".
 func mountedFS(t *testing.T, path string) string {
 	t.Helper()
@@ -300,7 +280,7 @@ func (d *daemon) wait(t *testing.T) int {
 }
 
 func TestDaemonSIGTERM(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	bin := buildDaemon(t)
 	d, shared, mnt := startDaemon(t, bin, "--thread-pool-size=2", "--log-level=debug")
 	if got := mountedFS(t, mnt); got != "fuse.govirtiofs" {
@@ -335,7 +315,7 @@ func TestDaemonSIGTERM(t *testing.T) {
 }
 
 func TestDaemonExternalUnmount(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	bin := buildDaemon(t)
 	d, _, mnt := startDaemon(t, bin)
 	if _, err := os.ReadDir(mnt); err != nil {
@@ -350,7 +330,7 @@ func TestDaemonExternalUnmount(t *testing.T) {
 }
 
 func TestDaemonBadMountpoint(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	bin := buildDaemon(t)
 	missing := filepath.Join(t.TempDir(), "missing")
 	code, _, stderr := runDaemon(t, bin, "--shared-dir", t.TempDir(), "--mountpoint", missing)
@@ -363,7 +343,7 @@ func TestDaemonBadMountpoint(t *testing.T) {
 // the mount is detached at once, and the daemon exits when the file is
 // closed.
 func TestDaemonSIGTERMBusy(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	bin := buildDaemon(t)
 	d, shared, mnt := startDaemon(t, bin)
 	if err := os.WriteFile(filepath.Join(shared, "f"), []byte("data"), 0o644); err != nil {
@@ -400,13 +380,10 @@ func TestDaemonSIGTERMBusy(t *testing.T) {
 // TestDaemonNoPermission runs the daemon without CAP_SYS_ADMIN (dropped by
 // setpriv from util-linux).
 func TestDaemonNoPermission(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("setpriv (util-linux) not found")
-		}
-		t.Skip("setpriv (util-linux) not found")
+		testenv.Missing(t, "setpriv (util-linux) not found")
 	}
 	bin := buildDaemon(t)
 	mnt := t.TempDir()

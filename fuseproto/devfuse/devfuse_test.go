@@ -11,31 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/govirtiofs/govirtiofs/internal/testenv"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
 )
-
-// requireFUSE skips a test that needs root and /dev/fuse when they are
-// missing, except under CI=true, where that is a failure.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if fd, err := unix.Open(devFuse, unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
-		why = fmt.Sprintf("needs %s: %v", devFuse, err)
-	} else {
-		unix.Close(fd)
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: a missing prerequisite is a failure)", why)
-	}
-	t.Skip(why)
-}
 
 // The tests reach their own mount only through raw system calls, never
 // os.Open: os.Open adds every new fd to the runtime's netpoller, and
@@ -96,7 +77,7 @@ func serveTest(t *testing.T, fs fuseproto.FileSystem, threads int) *served {
 // serveTestWith is serveTest with mount and server options.
 func serveTestWith(t *testing.T, fs fuseproto.FileSystem, threads int, mopts MountOptions, sopts fuseproto.Options) *served {
 	t.Helper()
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	mnt := t.TempDir()
 	mopts.Source = "devfuse-test"
 	s, err := Mount(mnt, mopts)
@@ -196,7 +177,7 @@ func TestMountBusy(t *testing.T) {
 // TestMountStale checks the error for a mount point whose FUSE daemon has
 // gone without unmounting.
 func TestMountStale(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	mnt := t.TempDir()
 	s, err := Mount(mnt, MountOptions{DefaultPermissions: true})
 	if err != nil {

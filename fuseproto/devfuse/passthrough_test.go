@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/govirtiofs/govirtiofs/internal/testenv"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/govirtiofs/govirtiofs/passthrough"
@@ -15,7 +17,7 @@ import (
 // TestPassthrough mounts a host directory through package passthrough,
 // writes and reads a file through the mount, and unmounts.
 func TestPassthrough(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	shared := t.TempDir()
 	fs, err := passthrough.New(shared, passthrough.Options{})
 	if err != nil {

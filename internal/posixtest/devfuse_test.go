@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/govirtiofs/govirtiofs/internal/testenv"
+
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
@@ -18,27 +20,6 @@ import (
 	"github.com/govirtiofs/govirtiofs/internal/posixtest"
 	"github.com/govirtiofs/govirtiofs/passthrough"
 )
-
-// requireDevFuse skips the test when it cannot mount FUSE (not root, no
-// /dev/fuse), except under CI=true, where that is a failure.
-func requireDevFuse(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "mounting /dev/fuse needs root"
-	} else if fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0); err != nil {
-		why = fmt.Sprintf("cannot open /dev/fuse: %v", err)
-	} else {
-		unix.Close(fd)
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: a missing prerequisite is a failure)", why)
-	}
-	t.Skip(why)
-}
 
 // fuseMount is a passthrough filesystem served over /dev/fuse in this
 // process.
@@ -57,7 +38,7 @@ type fuseMount struct {
 // The cleanup unmounts it if the test has not.
 func mountPassthrough(t *testing.T, cache passthrough.CachePolicy) *fuseMount {
 	t.Helper()
-	requireDevFuse(t)
+	testenv.RequireFUSE(t)
 	top := worldDir(t, "posixtest-fuse-")
 	m := &fuseMount{backing: filepath.Join(top, "shared"), done: make(chan error, 1)}
 	mnt := filepath.Join(top, "mnt")
