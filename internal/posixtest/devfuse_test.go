@@ -5,44 +5,87 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/govirtiofs/govirtiofs/internal/testenv"
 
-	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
-	"github.com/govirtiofs/govirtiofs/fuseproto"
-	"github.com/govirtiofs/govirtiofs/fuseproto/devfuse"
 	"github.com/govirtiofs/govirtiofs/internal/posixtest"
 	"github.com/govirtiofs/govirtiofs/passthrough"
 )
 
-// fuseMount is a passthrough filesystem served over /dev/fuse in this
-// process.
+// fuseMount is a passthrough filesystem served over /dev/fuse by the
+// govirtiofsd binary in a child process. The daemon must not be this test
+// process: a Go program that serves a FUSE mount and also uses it can
+// deadlock, because the runtime sometimes waits for a thread that touches
+// the mount outside a system call (a page fault on an mmap of a file there,
+// the first epoll_ctl on one of its files) while the goroutines that would
+// answer the kernel are stopped for garbage collection.
 type fuseMount struct {
 	backing string // the shared host directory
 	mnt     string // the mount point
-	sess    *devfuse.Session
-	fs      *passthrough.FS
-	done    chan error // Serve's result
+	daemon  *exec.Cmd
+	done    chan error // the daemon's exit
 	stopped bool
 }
 
+// daemonBin is the govirtiofsd binary built once for the package's tests.
+var daemonBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildDaemon builds cmd/govirtiofsd into a directory every user can read
+// (a child acting as another user never runs it, but the path must not be
+// below a 0700 test directory to be reusable across tests).
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	daemonBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "posixtest-bin-")
+		if err != nil {
+			daemonBin.err = err
+			return
+		}
+		daemonBin.path = filepath.Join(dir, "govirtiofsd")
+		out, err := exec.Command("go", "build", "-o", daemonBin.path, "../../cmd/govirtiofsd").CombinedOutput()
+		if err != nil {
+			daemonBin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if daemonBin.err != nil {
+		t.Fatalf("building govirtiofsd: %v", daemonBin.err)
+	}
+	return daemonBin.path
+}
+
+// TestMain removes the daemon binary after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if daemonBin.path != "" {
+		os.RemoveAll(filepath.Dir(daemonBin.path))
+	}
+	os.Exit(code)
+}
+
 // mountPassthrough shares a fresh 0777 directory with the given cache
-// policy through passthrough → fuseproto.Server → devfuse, mounted with
-// allow_other and default_permissions, as a virtio-fs guest would see it.
-// The cleanup unmounts it if the test has not.
+// policy through `govirtiofsd --mountpoint` (passthrough, fuseproto.Server,
+// devfuse; mounted with allow_other and default_permissions, as a virtio-fs
+// guest would see it). The cleanup stops the daemon if the test has not.
 func mountPassthrough(t *testing.T, cache passthrough.CachePolicy) *fuseMount {
 	t.Helper()
 	testenv.RequireFUSE(t)
+	bin := buildDaemon(t)
 	top := worldDir(t, "posixtest-fuse-")
-	m := &fuseMount{backing: filepath.Join(top, "shared"), done: make(chan error, 1)}
-	mnt := filepath.Join(top, "mnt")
-	for _, d := range []string{m.backing, mnt} {
+	m := &fuseMount{backing: filepath.Join(top, "shared"), mnt: filepath.Join(top, "mnt"), done: make(chan error, 1)}
+	for _, d := range []string{m.backing, m.mnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -50,60 +93,59 @@ func mountPassthrough(t *testing.T, cache passthrough.CachePolicy) *fuseMount {
 	if err := os.Chmod(m.backing, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	logger := hclog.New(&hclog.LoggerOptions{Name: "posixtest-fuse", Level: hclog.Warn, Output: os.Stderr})
-	fs, err := passthrough.New(m.backing, passthrough.Options{Cache: cache, Xattr: true, Logger: logger})
-	if err != nil {
-		t.Fatalf("passthrough.New: %v", err)
+	m.daemon = exec.Command(bin, "--shared-dir", m.backing, "--mountpoint", m.mnt,
+		"--cache", cache.String(), "--xattr", "--log-level", "warn")
+	m.daemon.Stdout, m.daemon.Stderr = os.Stderr, os.Stderr
+	if err := m.daemon.Start(); err != nil {
+		t.Fatalf("starting govirtiofsd: %v", err)
 	}
-	m.fs = fs
-	sess, err := devfuse.Mount(mnt, devfuse.MountOptions{Source: "posixtest", AllowOther: true, DefaultPermissions: true, Logger: logger})
-	if err != nil {
-		fs.Close()
-		t.Fatalf("devfuse.Mount: %v", err)
-	}
-	m.sess, m.mnt = sess, sess.Path()
-	srv := fuseproto.NewServer(fs, fuseproto.Options{Logger: logger})
-	go func() { m.done <- sess.Serve(srv, 4) }()
-	primePoll(t, m.mnt)
+	go func() { m.done <- m.daemon.Wait() }()
 	t.Cleanup(func() {
 		if !m.stopped {
-			sess.Unmount()
+			m.daemon.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-m.done:
 			case <-time.After(30 * time.Second):
-				t.Errorf("Serve did not return within 30s of the cleanup's unmount")
+				m.daemon.Process.Kill()
+				t.Errorf("govirtiofsd did not exit within 30s of SIGTERM")
 			}
-			sess.Close()
-			fs.Close()
 		}
 	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !mounted(t, m.mnt) {
+		select {
+		case err := <-m.done:
+			m.stopped = true
+			t.Fatalf("govirtiofsd exited before mounting: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not mounted 20s after starting govirtiofsd", m.mnt)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return m
 }
 
-// unmount unmounts m and checks that Serve returns nil and the mount is
-// gone from the mount table.
+// unmount stops the daemon with SIGTERM and checks that it unmounts and
+// exits 0.
 func (m *fuseMount) unmount(t *testing.T) {
 	t.Helper()
 	m.stopped = true
-	if err := m.sess.Unmount(); err != nil {
-		t.Errorf("Unmount: %v", err)
+	if err := m.daemon.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
 	}
 	select {
 	case err := <-m.done:
 		if err != nil {
-			t.Errorf("Serve returned %v after unmount, want nil", err)
+			t.Errorf("govirtiofsd exited with %v after SIGTERM, want status 0", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("Serve did not return within 30s of unmount")
-	}
-	if err := m.sess.Close(); err != nil {
-		t.Errorf("Session.Close: %v", err)
-	}
-	if err := m.fs.Close(); err != nil {
-		t.Errorf("passthrough FS.Close: %v", err)
+		m.daemon.Process.Kill()
+		t.Fatalf("govirtiofsd did not exit within 30s of SIGTERM")
 	}
 	if mounted(t, m.mnt) {
-		t.Errorf("%s is still in /proc/self/mountinfo after unmount", m.mnt)
+		t.Errorf("%s is still in /proc/self/mountinfo after the daemon exited", m.mnt)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(m.mnt, &st); err != nil {
@@ -286,33 +328,4 @@ func testHostView(t *testing.T, m *fuseMount) {
 	if _, err := os.Lstat(filepath.Join(m.backing, "hostview")); !os.IsNotExist(err) {
 		t.Errorf("after removing through the mount the host still has it: %v", err)
 	}
-}
-
-// primePoll settles the kernel's question whether the filesystem supports
-// poll before the suite touches the mount with os.Open. This process both
-// serves the mount and uses it: os.Open registers each file with the Go
-// runtime's epoll, and the first epoll_ctl on a FUSE file sends FUSE_POLL
-// from inside the runtime without releasing its P. If a garbage collection
-// starts right then, it waits for that P forever while the reader that would
-// answer FUSE_POLL is stopped: a deadlock. One epoll_ctl made here through a
-// normal system call gets the daemon's ENOSYS, after which the kernel never
-// sends FUSE_POLL on this connection again. (A daemon that is not its own
-// client, like govirtiofsd, never meets this.)
-func primePoll(t *testing.T, mnt string) {
-	t.Helper()
-	name := filepath.Join(mnt, ".posixtest-prime-poll")
-	fd, err := unix.Open(name, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		t.Fatalf("prime poll: %v", err)
-	}
-	defer unix.Unlink(name)
-	defer unix.Close(fd)
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		t.Fatalf("prime poll: %v", err)
-	}
-	defer unix.Close(ep)
-	// Regular files on most filesystems refuse epoll (EPERM); FUSE files
-	// accept it once the daemon has answered FUSE_POLL.
-	unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
 }
