@@ -2,23 +2,9 @@ package passthrough
 
 import (
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
-
-// statxMask is what every attribute query asks for: the basic stats and the
-// mount id that is part of an inode's identity.
-const statxMask = unix.STATX_BASIC_STATS | unix.STATX_MNT_ID
-
-// statxFd stats the inode fd refers to (an O_PATH descriptor is fine, and a
-// symlink is not followed).
-func statxFd(fd int, st *unix.Statx_t) error {
-	for {
-		err := fdStatx(fd, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, statxMask, st)
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
 
 // keyOf returns the host identity of a statx result.
 func keyOf(st *unix.Statx_t) inodeKey {
@@ -95,7 +81,7 @@ func (fs *FS) killSUIDGID(in *inode) error {
 		return nil
 	}
 	var st unix.Statx_t
-	if err := statxFd(in.fd, &st); err != nil {
+	if err := hostfs.Statx(in.fd, &st); err != nil {
 		return err
 	}
 	mode := uint32(st.Mode)

@@ -2,6 +2,7 @@ package passthrough
 
 import (
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,8 +34,8 @@ func (fs *FS) Getattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Getattr
 		}
 	}
 	var st unix.Statx_t
-	if err := statxFd(fd, &st); err != nil {
-		return errno(err)
+	if err := hostfs.Statx(fd, &st); err != nil {
+		return hostfs.Errno(err)
 	}
 	fs.attrOut(ino, &st, out)
 	return 0
@@ -75,7 +76,7 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 			err = fs.chmod(ino, mode)
 		}
 		if err != nil {
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 	}
 
@@ -88,7 +89,7 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 			gid = int(in.GID)
 		}
 		if err := unix.Fchownat(ino.fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 	}
 
@@ -98,7 +99,7 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 		}
 		if h != nil {
 			if err := unix.Ftruncate(h.fd, int64(in.Size)); err != nil {
-				return errno(err)
+				return hostfs.Errno(err)
 			}
 		} else {
 			switch ino.typ {
@@ -110,12 +111,12 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 			}
 			fd, err := fs.reopen(ino, unix.O_WRONLY)
 			if err != nil {
-				return errno(err)
+				return hostfs.Errno(err)
 			}
 			err = unix.Ftruncate(fd, int64(in.Size))
 			unix.Close(fd)
 			if err != nil {
-				return errno(err)
+				return hostfs.Errno(err)
 			}
 		}
 	}
@@ -135,13 +136,13 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
 		}
 		if err := unix.UtimesNanoAt(ino.fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 	}
 
 	if v&fuseproto.FattrKillSUIDGID != 0 {
 		if err := fs.killSUIDGID(ino); err != nil {
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 	}
 
@@ -150,8 +151,8 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 		fd = h.fd
 	}
 	var st unix.Statx_t
-	if err := statxFd(fd, &st); err != nil {
-		return errno(err)
+	if err := hostfs.Statx(fd, &st); err != nil {
+		return hostfs.Errno(err)
 	}
 	fs.attrOut(ino, &st, out)
 	return 0
@@ -169,7 +170,7 @@ func (fs *FS) Readlink(ctx *fuseproto.Context, node uint64, buf []byte) (int, fu
 	}
 	n, err := unix.Readlinkat(ino.fd, "", buf)
 	if err != nil {
-		return 0, errno(err)
+		return 0, hostfs.Errno(err)
 	}
 	return n, 0
 }
@@ -183,7 +184,7 @@ func (fs *FS) Statfs(ctx *fuseproto.Context, node uint64, out *fuseproto.StatfsO
 	defer fs.inodes.put(ino)
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(ino.fd, &st); err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	*out = fuseproto.StatfsOut{St: fuseproto.Kstatfs{
 		Blocks:  st.Blocks,
@@ -216,7 +217,7 @@ func (fs *FS) Access(ctx *fuseproto.Context, node uint64, mask uint32) fuseproto
 			return unix.EROFS
 		}
 	}
-	return errno(fs.asCaller(ctx, func() error {
+	return hostfs.Errno(fs.asCaller(ctx, func() error {
 		return unix.Faccessat2(ino.fd, "", mask, unix.AT_EMPTY_PATH|unix.AT_EACCESS|unix.AT_SYMLINK_NOFOLLOW)
 	}))
 }
@@ -243,12 +244,12 @@ func (fs *FS) Statx(ctx *fuseproto.Context, node uint64, in *fuseproto.StatxIn, 
 	mask := int(in.SxMask&statxResult) | unix.STATX_BASIC_STATS | unix.STATX_BTIME
 	var st unix.Statx_t
 	for {
-		err := fdStatx(fd, flags, mask, &st)
+		err := hostfs.FdStatx(fd, flags, mask, &st)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 		break
 	}

@@ -3,94 +3,11 @@ package passthrough
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
 	"golang.org/x/sys/unix"
 )
-
-// statusField returns the fields of a "Name:" line of a /proc status file.
-func statusField(t *testing.T, status, name string) []string {
-	t.Helper()
-	for line := range strings.SplitSeq(status, "\n") {
-		if rest, ok := strings.CutPrefix(line, name+":"); ok {
-			return strings.Fields(rest)
-		}
-	}
-	t.Fatalf("no %s line in status", name)
-	return nil
-}
-
-// TestAsCallerSwitchesOnlyTheThread checks the ids inside asCaller and that
-// no thread of the process keeps them afterwards.
-func TestAsCallerSwitchesOnlyTheThread(t *testing.T) {
-	fs, _ := newTestFS(t, Options{})
-	var status []byte
-	err := fs.asCaller(userCtx(1000, 1001, 2000, 2001), func() error {
-		var err error
-		status, err = os.ReadFile("/proc/thread-self/status")
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(status)
-	// Uid: real effective saved fs
-	if got := statusField(t, s, "Uid"); got[0] != "0" || got[1] != "0" || got[3] != "1000" {
-		t.Errorf("Uid inside asCaller = %v, want real/effective 0 and fsuid 1000", got)
-	}
-	if got := statusField(t, s, "Gid"); got[0] != "0" || got[3] != "1001" {
-		t.Errorf("Gid inside asCaller = %v, want fsgid 1001", got)
-	}
-	if got := strings.Join(statusField(t, s, "Groups"), ","); got != "2000,2001" {
-		t.Errorf("Groups inside asCaller = %q, want 2000,2001", got)
-	}
-
-	// Run many switches concurrently, then check every thread.
-	done := make(chan error)
-	for i := range 32 {
-		go func() {
-			done <- fs.asCaller(userCtx(uint32(1000+i), uint32(1000+i)), func() error { return nil })
-		}()
-	}
-	for range 32 {
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
-	tasks, err := filepath.Glob("/proc/self/task/*/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, task := range tasks {
-		b, err := os.ReadFile(task)
-		if err != nil {
-			continue // thread exited
-		}
-		if got := statusField(t, string(b), "Uid"); got[3] != "0" {
-			t.Errorf("%s: fsuid %s after asCaller", task, got[3])
-		}
-		if got := statusField(t, string(b), "Gid"); got[3] != "0" {
-			t.Errorf("%s: fsgid %s after asCaller", task, got[3])
-		}
-		want := strings.Join(statusField(t, string(b), "Groups"), ",")
-		if want != groupsString(fs.groups) {
-			t.Errorf("%s: groups %q after asCaller, want %q", task, want, groupsString(fs.groups))
-		}
-	}
-}
-
-func groupsString(g []uint32) string {
-	var b strings.Builder
-	for i, v := range g {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(itoa(int(v)))
-	}
-	return b.String()
-}
 
 // TestCreateOwnedByCaller creates every kind of inode as uid 1000 and
 // checks the host owner, and that root's creations stay root's.

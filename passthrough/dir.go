@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,7 +38,7 @@ func (fs *FS) Opendir(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn,
 	}
 	fd, err := fs.reopen(ino, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	d := &dirStream{buf: make([]byte, dirBufSize)}
 	*out = fuseproto.OpenOut{Fh: fs.dirs.add(fd, ino, unix.O_RDONLY|unix.O_DIRECTORY, d), OpenFlags: fs.opendirFlags}
@@ -69,7 +70,7 @@ func (fs *FS) Readdir(ctx *fuseproto.Context, node uint64, in *fuseproto.ReadIn,
 			return unix.EINVAL
 		}
 		if _, err := unix.Seek(h.fd, int64(in.Offset), unix.SEEK_SET); err != nil {
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 		d.start, d.end = 0, 0
 		d.pos = in.Offset
@@ -85,7 +86,7 @@ func (fs *FS) Readdir(ctx *fuseproto.Context, node uint64, in *fuseproto.ReadIn,
 				if dst.Len() > 0 {
 					return 0
 				}
-				return errno(err)
+				return hostfs.Errno(err)
 			}
 			if n <= 0 {
 				return 0 // end of directory
@@ -161,7 +162,7 @@ func (fs *FS) Fsyncdir(ctx *fuseproto.Context, node uint64, in *fuseproto.FsyncI
 	}
 	defer fs.dirs.put(h)
 	if in.FsyncFlags&fuseproto.FsyncFdatasync != 0 {
-		return errno(unix.Fdatasync(h.fd))
+		return hostfs.Errno(unix.Fdatasync(h.fd))
 	}
-	return errno(unix.Fsync(h.fd))
+	return hostfs.Errno(unix.Fsync(h.fd))
 }

@@ -18,10 +18,10 @@
 // Every host operation is relative to a held descriptor: names are single
 // components resolved with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
 // RESOLVE_NO_MAGICLINKS) (or openat with O_NOFOLLOW where openat2 is
-// missing), no host symlink is ever followed, ".." of the root is the root,
-// and descriptors for I/O are reopened from the O_PATH one through
-// /proc/self/fd, for regular files and directories only: device nodes,
-// fifos, sockets and symlinks are never opened. Extended attributes are
+// missing; see hostfs.Resolver), no host symlink is ever followed, ".." of
+// the root is the root, and descriptors for I/O are reopened from the
+// O_PATH one through /proc/self/fd, for regular files and directories only:
+// device nodes, fifos, sockets and symlinks are never opened. Extended attributes are
 // reached through the /proc/self/fd/N path of the inode, so /proc must stay
 // mounted in the daemon's mount namespace.
 //
@@ -29,20 +29,23 @@
 //
 // Operations that create an inode (Mknod, Mkdir, Symlink, Create, Tmpfile),
 // Access and the flag-setting ioctls run with the caller's fsuid, fsgid and
-// supplementary groups on a locked OS thread (see asCaller in creds.go), so
-// new files belong to the caller from the instant they exist. Everything
-// else runs with the daemon's ids; the guest kernel checks permissions
-// itself (virtiofs mounts always use default_permissions).
+// supplementary groups on a locked OS thread (hostfs.Switcher, through
+// asCaller in creds.go), so new files belong to the caller from the instant
+// they exist. Everything else runs with the daemon's ids; the guest kernel
+// checks permissions itself (virtiofs mounts always use
+// default_permissions).
 //
 // # Locks
 //
 // POSIX record locks are host open-file-description locks taken on a
-// descriptor per (inode, lock owner), so that two guest processes sharing an
-// inode do not share locks; Flush (each close(2) in the guest) closes the
-// owner's descriptor, which releases its locks. flock(2) locks are taken on
-// the handle's own descriptor. A waiting SETLKW polls with a growing backoff
-// instead of blocking a worker, and answers EINTR when the request is
-// interrupted.
+// descriptor per (inode, lock owner), kept by each inode's hostfs.Locks, so
+// that two guest processes sharing an inode do not share locks. Flush (each
+// close(2) in the guest) closes the owner's descriptor, which releases its
+// locks; Release also drops the owners that took locks through the handle
+// (OFD locks in the guest, whose owner no FLUSH names). flock(2) locks are
+// taken on the handle's own descriptor. A waiting SETLKW polls with a
+// growing backoff instead of blocking a worker, and answers EINTR when the
+// request is interrupted or the session ends.
 //
 // Poll answers ENOSYS, after which the kernel treats files as always ready,
 // which is true of regular files and directories, the only kinds we open.
@@ -54,7 +57,9 @@
 //
 //  1. dirStream.mu (one directory handle's listing state; held while
 //     READDIRPLUS looks entries up)
-//  2. inode.lockMu (one inode's lock-owner descriptors)
+//  2. hostfs.Locks.mu of inode.locks (one inode's lock-owner descriptors;
+//     held while opening an owner's descriptor through /proc/self/fd,
+//     which takes none of ours)
 //  3. inodeTable.mu (lookup counts and references; no system call is made
 //     under it)
 //  4. handleTable.mu (handle numbers; never held while calling out)

@@ -2,6 +2,7 @@ package passthrough
 
 import (
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,16 +42,16 @@ func (fs *FS) lookupIn(p *inode, name string, out *fuseproto.EntryOut) (*inode, 
 		// is the second wall against that.
 		fd, err := unix.Openat(p.fd, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return nil, errno(err)
+			return nil, hostfs.Errno(err)
 		}
 		return fs.newEntry(p, fd, out)
 	}
-	if e := validName(name); e != 0 {
+	if e := hostfs.ValidName(name); e != 0 {
 		return nil, e
 	}
-	fd, err := fs.openBeneath(p.fd, name, unix.O_PATH)
+	fd, err := fs.beneath.OpenBeneath(p.fd, name, unix.O_PATH)
 	if err != nil {
-		return nil, errno(err)
+		return nil, hostfs.Errno(err)
 	}
 	return fs.newEntry(p, fd, out)
 }
@@ -59,8 +60,8 @@ func (fs *FS) lookupIn(p *inode, name string, out *fuseproto.EntryOut) (*inode, 
 // out for it.
 func (fs *FS) selfEntry(p *inode, out *fuseproto.EntryOut) (*inode, fuseproto.Errno) {
 	var st unix.Statx_t
-	if err := statxFd(p.fd, &st); err != nil {
-		return nil, errno(err)
+	if err := hostfs.Statx(p.fd, &st); err != nil {
+		return nil, hostfs.Errno(err)
 	}
 	fs.inodes.ref(p)
 	fs.inodes.addLookup(p)
@@ -83,7 +84,7 @@ func (fs *FS) createIn(ctx *fuseproto.Context, parent uint64, name string, umask
 	if fs.opts.ReadOnly {
 		return unix.EROFS
 	}
-	if e := validName(name); e != 0 {
+	if e := hostfs.ValidName(name); e != 0 {
 		return e
 	}
 	p, e := fs.inodes.get(parent)
@@ -96,11 +97,11 @@ func (fs *FS) createIn(ctx *fuseproto.Context, parent uint64, name string, umask
 	}
 	umask = fs.umask(p, umask) & 0o777
 	if err := fs.asCaller(ctx, func() error { return mk(p.fd, umask) }); err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
-	fd, err := fs.openBeneath(p.fd, name, unix.O_PATH)
+	fd, err := fs.beneath.OpenBeneath(p.fd, name, unix.O_PATH)
 	if err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	in, e := fs.newEntry(p, fd, out)
 	if e != 0 {
@@ -163,7 +164,7 @@ func (fs *FS) Link(ctx *fuseproto.Context, node uint64, newParent uint64, newNam
 	if fs.opts.ReadOnly {
 		return unix.EROFS
 	}
-	if e := validName(newName); e != 0 {
+	if e := hostfs.ValidName(newName); e != 0 {
 		return e
 	}
 	in, e := fs.inodes.get(node)
@@ -186,7 +187,7 @@ func (fs *FS) Link(ctx *fuseproto.Context, node uint64, newParent uint64, newNam
 		err = unix.Linkat(fs.procFd, itoa(in.fd), np.fd, newName, unix.AT_SYMLINK_FOLLOW)
 	}
 	if err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	_, e = fs.selfEntry(in, out)
 	if e != 0 {
@@ -201,7 +202,7 @@ func (fs *FS) removeIn(parent uint64, name string, flags int) fuseproto.Errno {
 	if fs.opts.ReadOnly {
 		return unix.EROFS
 	}
-	if e := validName(name); e != 0 {
+	if e := hostfs.ValidName(name); e != 0 {
 		return e
 	}
 	p, e := fs.inodes.get(parent)
@@ -209,7 +210,7 @@ func (fs *FS) removeIn(parent uint64, name string, flags int) fuseproto.Errno {
 		return e
 	}
 	defer fs.inodes.put(p)
-	return errno(unix.Unlinkat(p.fd, name, flags))
+	return hostfs.Errno(unix.Unlinkat(p.fd, name, flags))
 }
 
 // Unlink removes a non-directory. Its inode stays in the table while the
@@ -233,10 +234,10 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE|unix.RENAME_WHITEOUT) != 0 {
 		return unix.EINVAL
 	}
-	if e := validName(name); e != 0 {
+	if e := hostfs.ValidName(name); e != 0 {
 		return e
 	}
-	if e := validName(newName); e != 0 {
+	if e := hostfs.ValidName(newName); e != 0 {
 		return e
 	}
 	p, e := fs.inodes.get(parent)
@@ -249,5 +250,5 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 		return e
 	}
 	defer fs.inodes.put(np)
-	return errno(unix.Renameat2(p.fd, name, np.fd, newName, uint(flags)))
+	return hostfs.Errno(unix.Renameat2(p.fd, name, np.fd, newName, uint(flags)))
 }

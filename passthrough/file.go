@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,12 +59,12 @@ func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, ou
 	flags := fs.hostOpenFlags(in.Flags)
 	fd, err := fs.reopen(ino, flags)
 	if err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	if in.OpenFlags&fuseproto.OpenKillSUIDGID != 0 && flags&unix.O_TRUNC != 0 {
 		if err := killSUIDGIDFd(fd); err != nil {
 			unix.Close(fd)
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 	}
 	*out = fuseproto.OpenOut{Fh: fs.files.add(fd, ino, flags, nil), OpenFlags: fs.openFlags}
@@ -77,7 +78,7 @@ func (fs *FS) Create(ctx *fuseproto.Context, parent uint64, name string, in *fus
 	if fs.opts.ReadOnly {
 		return unix.EROFS
 	}
-	if e := validName(name); e != 0 {
+	if e := hostfs.ValidName(name); e != 0 {
 		return e
 	}
 	p, e := fs.inodes.get(parent)
@@ -103,14 +104,14 @@ func (fs *FS) Create(ctx *fuseproto.Context, parent uint64, name string, in *fus
 	case err == unix.EEXIST && in.Flags&unix.O_EXCL == 0:
 		// The name exists and the caller did not ask for O_EXCL: open
 		// it as Open would.
-		pathFd, err = fs.openBeneath(p.fd, name, unix.O_PATH)
+		pathFd, err = fs.beneath.OpenBeneath(p.fd, name, unix.O_PATH)
 		if err != nil {
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 		var st unix.Statx_t
-		if err := statxFd(pathFd, &st); err != nil {
+		if err := hostfs.Statx(pathFd, &st); err != nil {
 			unix.Close(pathFd)
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 		if e := openKindErr(uint32(st.Mode) & unix.S_IFMT); e != 0 {
 			unix.Close(pathFd)
@@ -125,21 +126,21 @@ func (fs *FS) Create(ctx *fuseproto.Context, parent uint64, name string, in *fus
 		})
 		if err != nil {
 			unix.Close(pathFd)
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 		if in.OpenFlags&fuseproto.OpenKillSUIDGID != 0 && flags&unix.O_TRUNC != 0 {
 			if err := killSUIDGIDFd(fd); err != nil {
 				unix.Close(fd)
 				unix.Close(pathFd)
-				return errno(err)
+				return hostfs.Errno(err)
 			}
 		}
 	case err != nil:
-		return errno(err)
+		return hostfs.Errno(err)
 	default:
 		if pathFd, err = fs.pathOf(fd); err != nil {
 			unix.Close(fd)
-			return errno(err)
+			return hostfs.Errno(err)
 		}
 	}
 	ino, e := fs.newEntry(p, pathFd, entry)
@@ -187,12 +188,12 @@ func (fs *FS) Tmpfile(ctx *fuseproto.Context, parent uint64, in *fuseproto.Creat
 		return err
 	})
 	if err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	pathFd, err := fs.pathOf(fd)
 	if err != nil {
 		unix.Close(fd)
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	ino, e := fs.newEntry(p, pathFd, entry)
 	if e != 0 {
@@ -237,7 +238,7 @@ func (fs *FS) Write(ctx *fuseproto.Context, node uint64, in *fuseproto.WriteIn, 
 	defer fs.files.put(h)
 	if in.WriteFlags&fuseproto.WriteKillSUIDGID != 0 {
 		if err := killSUIDGIDFd(h.fd); err != nil {
-			return 0, errno(err)
+			return 0, hostfs.Errno(err)
 		}
 	}
 	n, e := src.WriteToFD(h.fd, int64(in.Offset))
@@ -256,12 +257,12 @@ func (fs *FS) Flush(ctx *fuseproto.Context, node uint64, in *fuseproto.FlushIn) 
 		return unix.EBADF
 	}
 	defer fs.files.put(h)
-	h.ino.dropOwner(in.LockOwner)
+	h.ino.locks.DropOwner(in.LockOwner)
 	dup, err := unix.Dup(h.fd)
 	if err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
-	return errno(unix.Close(dup))
+	return hostfs.Errno(unix.Close(dup))
 }
 
 // Release closes handle in.Fh: with ReleaseFlockUnlock it first drops the
@@ -276,18 +277,12 @@ func (fs *FS) Release(ctx *fuseproto.Context, node uint64, in *fuseproto.Release
 		unix.Flock(h.fd, unix.LOCK_UN)
 	}
 	if in.LockOwner != 0 {
-		h.ino.dropOwner(in.LockOwner)
+		h.ino.locks.DropOwner(in.LockOwner)
 	}
 	// The guest's open file is gone: so are the locks taken through it,
 	// OFD locks included (their owner is the open file, which no FLUSH
 	// names).
-	h.ino.lockMu.Lock()
-	owners := h.lockOwners
-	h.lockOwners = nil
-	h.ino.lockMu.Unlock()
-	for owner := range owners {
-		h.ino.dropOwner(owner)
-	}
+	h.ino.locks.ReleaseHandle(in.Fh)
 	fs.files.put(h)
 	return 0
 }
@@ -300,9 +295,9 @@ func (fs *FS) Fsync(ctx *fuseproto.Context, node uint64, in *fuseproto.FsyncIn) 
 	}
 	defer fs.files.put(h)
 	if in.FsyncFlags&fuseproto.FsyncFdatasync != 0 {
-		return errno(unix.Fdatasync(h.fd))
+		return hostfs.Errno(unix.Fdatasync(h.fd))
 	}
-	return errno(unix.Fsync(h.fd))
+	return hostfs.Errno(unix.Fsync(h.fd))
 }
 
 // Fallocate allocates, punches or zeroes space with fallocate(2).
@@ -318,7 +313,7 @@ func (fs *FS) Fallocate(ctx *fuseproto.Context, node uint64, in *fuseproto.Fallo
 		return unix.EBADF
 	}
 	defer fs.files.put(h)
-	return errno(unix.Fallocate(h.fd, in.Mode, int64(in.Offset), int64(in.Length)))
+	return hostfs.Errno(unix.Fallocate(h.fd, in.Mode, int64(in.Offset), int64(in.Length)))
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the host file, and SEEK_SET,
@@ -337,7 +332,7 @@ func (fs *FS) Lseek(ctx *fuseproto.Context, node uint64, in *fuseproto.LseekIn, 
 	defer fs.files.put(h)
 	off, err := unix.Seek(h.fd, int64(in.Offset), int(in.Whence))
 	if err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	out.Offset = uint64(off)
 	return 0
@@ -370,7 +365,7 @@ func (fs *FS) CopyFileRange(ctx *fuseproto.Context, node uint64, in *fuseproto.C
 	offIn, offOut := int64(in.OffIn), int64(in.OffOut)
 	got, err := unix.CopyFileRange(src.fd, &offIn, dst.fd, &offOut, int(n), int(in.Flags))
 	if err != nil {
-		return 0, errno(err)
+		return 0, hostfs.Errno(err)
 	}
 	return uint64(got), 0
 }
@@ -394,10 +389,10 @@ func (fs *FS) Syncfs(ctx *fuseproto.Context, node uint64) fuseproto.Errno {
 	}
 	fd, err := fs.reopen(target, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	defer unix.Close(fd)
-	return errno(unix.Syncfs(fd))
+	return hostfs.Errno(unix.Syncfs(fd))
 }
 
 // Poll answers ENOSYS, after which the kernel treats our files as always

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
@@ -20,10 +20,10 @@ type FS struct {
 
 	procFd int // O_PATH descriptor of /proc/self/fd
 
-	// uid, gid and groups are the daemon's own ids, which asCaller
-	// restores after running with a caller's.
-	uid, gid uint32
-	groups   []uint32
+	// creds runs the creating operations with the caller's ids.
+	creds *hostfs.Switcher
+	// beneath opens single names beneath a directory descriptor.
+	beneath hostfs.Resolver
 
 	timeout      uint64 // entry and attribute timeout, seconds
 	openFlags    uint32 // FOPEN_* for Open and Create
@@ -31,8 +31,7 @@ type FS struct {
 
 	initFlags atomic.Uint64 // negotiated INIT flags from Init
 	// session is closed by Destroy (and replaced), ending lock waits.
-	session   atomic.Pointer[chan struct{}]
-	noOpenat2 atomic.Bool // openat2 answered ENOSYS once
+	session atomic.Pointer[chan struct{}]
 
 	inodes inodeTable
 	files  handleTable
@@ -63,7 +62,7 @@ func New(root string, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("passthrough: open shared directory %q: %w", root, err)
 	}
 	var st unix.Statx_t
-	if err := statxFd(rootFd, &st); err != nil {
+	if err := hostfs.Statx(rootFd, &st); err != nil {
 		unix.Close(rootFd)
 		return nil, fmt.Errorf("passthrough: stat shared directory %q: %w", root, err)
 	}
@@ -72,25 +71,24 @@ func New(root string, opts Options) (*FS, error) {
 		unix.Close(rootFd)
 		return nil, fmt.Errorf("passthrough: open /proc/self/fd (is /proc mounted?): %w", err)
 	}
-	groups, e := rawGetgroups()
-	if e != 0 {
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	creds, err := hostfs.NewSwitcher(log)
+	if err != nil {
 		unix.Close(rootFd)
 		unix.Close(procFd)
-		return nil, fmt.Errorf("passthrough: getgroups: %w", e)
+		return nil, fmt.Errorf("passthrough: %w", err)
 	}
 	fs := &FS{
 		opts:         opts,
-		log:          opts.Logger,
+		log:          log,
 		procFd:       procFd,
-		uid:          uint32(unix.Geteuid()),
-		gid:          uint32(unix.Getegid()),
-		groups:       groups,
-		timeout:      opts.Cache.timeout(),
-		openFlags:    opts.Cache.openFlags(),
-		opendirFlags: opts.Cache.opendirFlags(),
-	}
-	if fs.log == nil {
-		fs.log = hclog.NewNullLogger()
+		creds:        creds,
+		timeout:      opts.Cache.Timeout(),
+		openFlags:    opts.Cache.OpenFlags(),
+		opendirFlags: opts.Cache.OpendirFlags(),
 	}
 	sess := make(chan struct{})
 	fs.session.Store(&sess)
@@ -142,67 +140,6 @@ func (fs *FS) Destroy() {
 	fs.inodes.forgetAll()
 }
 
-// errno converts an error from x/sys/unix into the errno sent to the kernel.
-func errno(err error) fuseproto.Errno {
-	if err == nil {
-		return 0
-	}
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return unix.EIO
-}
-
-// validName rejects names that are not single components. The Server already
-// does; this is the second wall for the operations that create or remove.
-func validName(name string) fuseproto.Errno {
-	if name == "" || name == "." || name == ".." || len(name) > fuseproto.MaxNameLen {
-		return unix.EINVAL
-	}
-	for i := 0; i < len(name); i++ {
-		if name[i] == '/' || name[i] == 0 {
-			return unix.EINVAL
-		}
-	}
-	return 0
-}
-
-// openBeneath opens name, a single component, in directory dirfd with flags
-// (O_PATH|O_NOFOLLOW here), never following a symlink and never leaving
-// dirfd. It uses openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
-// RESOLVE_NO_MAGICLINKS and falls back to openat with O_NOFOLLOW on kernels
-// without openat2.
-func (fs *FS) openBeneath(dirfd int, name string, flags int) (int, error) {
-	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
-	if !fs.noOpenat2.Load() {
-		how := unix.OpenHow{
-			Flags:   uint64(flags),
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-		}
-		for range 16 {
-			fd, err := unix.Openat2(dirfd, name, &how)
-			switch err {
-			case unix.EAGAIN, unix.EINTR:
-				continue // a concurrent rename; try again
-			case unix.ENOSYS:
-				fs.noOpenat2.Store(true)
-			default:
-				return fd, err
-			}
-			break
-		}
-		if !fs.noOpenat2.Load() {
-			return -1, unix.EAGAIN
-		}
-	}
-	if validName(name) != 0 {
-		// Without RESOLVE_BENEATH only a single component is safe.
-		return -1, unix.EXDEV
-	}
-	return unix.Openat(dirfd, name, flags, 0)
-}
-
 // reopen opens a new descriptor for the inode with flags, through its
 // /proc/self/fd entry. The caller has checked that the inode is a regular
 // file or a directory: nothing else is ever opened.
@@ -239,9 +176,9 @@ func (fs *FS) entry(in *inode, st *unix.Statx_t, out *fuseproto.EntryOut) {
 // inode with a reference the caller gives back with put.
 func (fs *FS) newEntry(parent *inode, fd int, out *fuseproto.EntryOut) (*inode, fuseproto.Errno) {
 	var st unix.Statx_t
-	if err := statxFd(fd, &st); err != nil {
+	if err := hostfs.Statx(fd, &st); err != nil {
 		unix.Close(fd)
-		return nil, errno(err)
+		return nil, hostfs.Errno(err)
 	}
 	submount := false
 	if fs.opts.AnnounceSubmounts && uint32(st.Mode)&unix.S_IFMT == unix.S_IFDIR &&

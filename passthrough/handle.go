@@ -19,12 +19,6 @@ type handle struct {
 	// reuse) a descriptor the Read is about to use.
 	refs atomic.Int64
 	dir  *dirStream // directory handles only
-
-	// lockOwners are the POSIX lock owners that took locks through this
-	// handle (guarded by ino.lockMu). An OFD lock's owner is the guest's
-	// open file itself, whose close sends FLUSH with the process's owner
-	// instead, so Release drops these.
-	lockOwners map[uint64]struct{}
 }
 
 // handleTable maps file handle numbers to handles. Numbers come from a

@@ -6,8 +6,12 @@ import (
 	"testing"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
+
+// offsetMax is the End of a lock that runs to the end of file.
+const offsetMax = hostfs.OffsetMax
 
 // rootCtx is a request from guest root.
 var rootCtx = &fuseproto.Context{}

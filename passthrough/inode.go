@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,9 +33,9 @@ type inode struct {
 	nlookup uint64
 	refs    uint64
 
-	// lockMu guards owners, the per-lock-owner descriptors of locks.go.
-	lockMu sync.Mutex
-	owners map[uint64]*lockOwner
+	// locks are the POSIX locks of the inode, one host descriptor per
+	// guest lock owner.
+	locks hostfs.Locks
 }
 
 // inodeTable maps node IDs and host identities to inodes.
@@ -213,7 +214,7 @@ func (t *inodeTable) len() int {
 
 // close releases the descriptors of an inode nobody references any more.
 func (in *inode) close() {
-	in.closeOwners()
+	in.locks.Close()
 	unix.Close(in.fd)
 	in.fd = -1
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,7 +52,7 @@ func (fs *FS) Ioctl(ctx *fuseproto.Context, node uint64, in *fuseproto.IoctlIn, 
 		}
 		v, err := unix.IoctlGetUint32(h.fd, iocGetFlags)
 		if err != nil {
-			return 0, 0, errno(err)
+			return 0, 0, hostfs.Errno(err)
 		}
 		binary.NativeEndian.PutUint32(outData, v)
 		return 0, 4, 0
@@ -61,33 +62,33 @@ func (fs *FS) Ioctl(ctx *fuseproto.Context, node uint64, in *fuseproto.IoctlIn, 
 		}
 		v := int32(binary.NativeEndian.Uint32(inData))
 		err := fs.asCaller(ctx, func() error { return unix.IoctlSetPointerInt(h.fd, iocSetFlags, int(v)) })
-		return 0, 0, errno(err)
+		return 0, 0, hostfs.Errno(err)
 	case iocFsGetXattr:
-		if len(outData) < fsxattrSize {
+		if len(outData) < hostfs.FsxattrSize {
 			return 0, 0, unix.EINVAL
 		}
-		var x fsxattr
-		if e := ioctlFsxattr(h.fd, iocFsGetXattr, &x); e != 0 {
+		var x hostfs.Fsxattr
+		if e := hostfs.GetFsxattr(h.fd, &x); e != 0 {
 			return 0, 0, e
 		}
 		for i, v := range x {
 			binary.NativeEndian.PutUint32(outData[4*i:], v)
 		}
-		return 0, fsxattrSize, 0
+		return 0, hostfs.FsxattrSize, 0
 	default: // iocFsSetXattr
-		if len(inData) < fsxattrSize {
+		if len(inData) < hostfs.FsxattrSize {
 			return 0, 0, unix.EINVAL
 		}
-		var x fsxattr
+		var x hostfs.Fsxattr
 		for i := range x {
 			x[i] = binary.NativeEndian.Uint32(inData[4*i:])
 		}
 		err := fs.asCaller(ctx, func() error {
-			if e := ioctlFsxattr(h.fd, iocFsSetXattr, &x); e != 0 {
+			if e := hostfs.SetFsxattr(h.fd, &x); e != 0 {
 				return e
 			}
 			return nil
 		})
-		return 0, 0, errno(err)
+		return 0, 0, hostfs.Errno(err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -457,11 +458,11 @@ func TestIoctl(t *testing.T) {
 	if _, _, errno := fs.Ioctl(rootCtx, node, &fuseproto.IoctlIn{Fh: fh, Cmd: ioc32GetFlags, OutSize: 4}, nil, out); errno != 0 || out[0]&noatime == 0 {
 		t.Errorf("GETFLAGS after set: %#x, %v", out[:4], errno)
 	}
-	x := make([]byte, fsxattrSize)
-	if _, n, errno := fs.Ioctl(rootCtx, node, &fuseproto.IoctlIn{Fh: fh, Cmd: iocFsGetXattr, OutSize: uint32(fsxattrSize)}, nil, x); errno != 0 || n != fsxattrSize {
+	x := make([]byte, hostfs.FsxattrSize)
+	if _, n, errno := fs.Ioctl(rootCtx, node, &fuseproto.IoctlIn{Fh: fh, Cmd: iocFsGetXattr, OutSize: uint32(hostfs.FsxattrSize)}, nil, x); errno != 0 || n != hostfs.FsxattrSize {
 		t.Errorf("FSGETXATTR: %d, %v", n, errno)
 	}
-	if _, _, errno := fs.Ioctl(rootCtx, node, &fuseproto.IoctlIn{Fh: fh, Cmd: iocFsSetXattr, InSize: uint32(fsxattrSize)}, x, nil); errno != 0 {
+	if _, _, errno := fs.Ioctl(rootCtx, node, &fuseproto.IoctlIn{Fh: fh, Cmd: iocFsSetXattr, InSize: uint32(hostfs.FsxattrSize)}, x, nil); errno != 0 {
 		t.Errorf("FSSETXATTR: %v", errno)
 	}
 	var o fuseproto.OpenOut

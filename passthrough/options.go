@@ -57,8 +57,10 @@ func ParseCachePolicy(s string) (CachePolicy, error) {
 	return 0, fmt.Errorf("passthrough: unknown cache policy %q (want never, metadata, auto or always)", s)
 }
 
-// timeout returns the entry and attribute timeout in seconds.
-func (p CachePolicy) timeout() uint64 {
+// Timeout returns the entry and attribute timeout in seconds: 0 for
+// CacheNever, a day for CacheMetadata and CacheAlways, one second for
+// CacheAuto.
+func (p CachePolicy) Timeout() uint64 {
 	switch p {
 	case CacheNever:
 		return 0
@@ -68,8 +70,10 @@ func (p CachePolicy) timeout() uint64 {
 	return 1
 }
 
-// openFlags returns the FOPEN_* flags Open answers with.
-func (p CachePolicy) openFlags() uint32 {
+// OpenFlags returns the FOPEN_* flags Open and Create answer with:
+// FopenDirectIO for CacheNever and CacheMetadata, FopenKeepCache for
+// CacheAlways, none for CacheAuto.
+func (p CachePolicy) OpenFlags() uint32 {
 	switch p {
 	case CacheNever, CacheMetadata:
 		return fuseproto.FopenDirectIO
@@ -79,8 +83,9 @@ func (p CachePolicy) openFlags() uint32 {
 	return 0
 }
 
-// opendirFlags returns the FOPEN_* flags Opendir answers with.
-func (p CachePolicy) opendirFlags() uint32 {
+// OpendirFlags returns the FOPEN_* flags Opendir answers with:
+// FopenKeepCache|FopenCacheDir for CacheAlways, none otherwise.
+func (p CachePolicy) OpendirFlags() uint32 {
 	if p == CacheAlways {
 		return fuseproto.FopenKeepCache | fuseproto.FopenCacheDir
 	}

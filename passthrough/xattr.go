@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,18 +34,18 @@ func (fs *FS) Setxattr(ctx *fuseproto.Context, node uint64, name string, value [
 	defer fs.inodes.put(ino)
 	path := procPath(ino)
 	if err := unix.Setxattr(path, name, value, int(in.Flags)); err != nil {
-		return errno(err)
+		return hostfs.Errno(err)
 	}
 	if in.SetxattrFlags&fuseproto.SetxattrACLKillSGID != 0 && name == posixACLAccess && ino.typ != unix.S_IFLNK {
-		c := credsOf(ctx)
+		c := hostfs.CredsOf(ctx)
 		var st unix.Statx_t
-		if err := statxFd(ino.fd, &st); err != nil {
-			return errno(err)
+		if err := hostfs.Statx(ino.fd, &st); err != nil {
+			return hostfs.Errno(err)
 		}
 		mode := uint32(st.Mode)
-		if mode&unix.S_ISGID != 0 && c.uid != 0 && st.Gid != c.gid && !slices.Contains(c.groups, st.Gid) {
+		if mode&unix.S_ISGID != 0 && c.UID != 0 && st.Gid != c.GID && !slices.Contains(c.Groups, st.Gid) {
 			if err := fs.chmod(ino, mode&0o7777&^unix.S_ISGID); err != nil {
-				return errno(err)
+				return hostfs.Errno(err)
 			}
 		}
 	}
@@ -67,7 +68,7 @@ func (fs *FS) Getxattr(ctx *fuseproto.Context, node uint64, name string, dst []b
 	}
 	n, err := unix.Getxattr(procPath(ino), name, dst)
 	if err != nil {
-		return 0, errno(err)
+		return 0, hostfs.Errno(err)
 	}
 	return n, 0
 }
@@ -88,7 +89,7 @@ func (fs *FS) Listxattr(ctx *fuseproto.Context, node uint64, dst []byte) (int, f
 	}
 	n, err := unix.Listxattr(procPath(ino), dst)
 	if err != nil {
-		return 0, errno(err)
+		return 0, hostfs.Errno(err)
 	}
 	return n, 0
 }
@@ -106,5 +107,5 @@ func (fs *FS) Removexattr(ctx *fuseproto.Context, node uint64, name string) fuse
 		return e
 	}
 	defer fs.inodes.put(ino)
-	return errno(unix.Removexattr(procPath(ino), name))
+	return hostfs.Errno(unix.Removexattr(procPath(ino), name))
 }

@@ -1,10 +1,12 @@
-package passthrough
+package hostfs
 
-// This file holds the few raw system calls the package needs that
-// golang.org/x/sys/unix does not wrap. It is the only file of the package that
-// imports unsafe.
+// This file holds the few raw system calls that golang.org/x/sys/unix does
+// not wrap, or wraps with an allocation the hot path cannot afford. It is the
+// only file of the package that imports unsafe, and the filesystems built on
+// this package import unsafe nowhere.
 
 import (
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -57,25 +59,40 @@ func rawSetfsgid(gid uint32) bool {
 	return uint32(cur) == gid
 }
 
-// fsxattr is struct fsxattr of FS_IOC_FSGETXATTR and FS_IOC_FSSETXATTR: four
-// 32-bit fields and 8 padding bytes, 28 bytes in all.
-type fsxattr [7]uint32
+// Fsxattr is struct fsxattr of FS_IOC_FSGETXATTR and FS_IOC_FSSETXATTR, in
+// host byte order: fsx_xflags, fsx_extsize, fsx_nextents, fsx_projid,
+// fsx_cowextsize and 8 padding bytes.
+type Fsxattr [7]uint32
 
-const fsxattrSize = int(unsafe.Sizeof(fsxattr{}))
+// FsxattrSize is the size in bytes of struct fsxattr (28).
+const FsxattrSize = int(unsafe.Sizeof(Fsxattr{}))
 
-// ioctlFsxattr runs FS_IOC_FSGETXATTR or FS_IOC_FSSETXATTR on fd.
-func ioctlFsxattr(fd int, req uint, x *fsxattr) unix.Errno {
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(unsafe.Pointer(x)))
+// The ioctl numbers of FS_IOC_FSGETXATTR and FS_IOC_FSSETXATTR.
+const (
+	iocFsGetXattr = 0x801c581f
+	iocFsSetXattr = 0x401c5820
+)
+
+// GetFsxattr runs FS_IOC_FSGETXATTR on fd, an open file or directory.
+func GetFsxattr(fd int, x *Fsxattr) syscall.Errno {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), iocFsGetXattr, uintptr(unsafe.Pointer(x)))
 	return e
 }
 
-// emptyPath is the NUL-terminated "" that fdStatx passes with AT_EMPTY_PATH.
+// SetFsxattr runs FS_IOC_FSSETXATTR on fd, an open file or directory.
+func SetFsxattr(fd int, x *Fsxattr) syscall.Errno {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), iocFsSetXattr, uintptr(unsafe.Pointer(x)))
+	return e
+}
+
+// emptyPath is the NUL-terminated "" that FdStatx passes with AT_EMPTY_PATH.
 var emptyPath = [1]byte{0}
 
-// fdStatx is statx(fd, "", flags, mask, st) without unix.Statx's copy of
-// the path into a new C string: it runs on every GETATTR and LOOKUP, and
-// allocates nothing. flags must include AT_EMPTY_PATH.
-func fdStatx(fd int, flags, mask int, st *unix.Statx_t) error {
+// FdStatx is statx(fd, "", flags, mask, st) without unix.Statx's copy of the
+// path into a new C string: it runs on every GETATTR and LOOKUP, and
+// allocates nothing. flags must include AT_EMPTY_PATH. EINTR is returned,
+// not retried (Statx retries it).
+func FdStatx(fd int, flags, mask int, st *unix.Statx_t) error {
 	_, _, e := unix.Syscall6(unix.SYS_STATX, uintptr(fd), uintptr(unsafe.Pointer(&emptyPath[0])),
 		uintptr(flags), uintptr(mask), uintptr(unsafe.Pointer(st)), 0)
 	if e != 0 {
