@@ -66,6 +66,7 @@ func (fs *FS) isUp(in *inode, meta bool) bool {
 
 // copyUpLocked is copyUp with parent (already copied up) and in locked.
 func (fs *FS) copyUpLocked(in, parent *inode, meta bool) fuseproto.Errno {
+	meta = meta && fs.cfg.Metacopy
 	if fs.isUp(in, meta) {
 		return 0
 	}
@@ -95,7 +96,7 @@ func (fs *FS) copyUpLocked(in, parent *inode, meta bool) fuseproto.Errno {
 		return errno(err)
 	}
 	hardlinked := in.typ != unix.S_IFDIR && fs.indexFd >= 0 && st.Nlink > 1 && !in.deleted
-	if hardlinked || in.typ != unix.S_IFREG {
+	if in.typ != unix.S_IFREG {
 		meta = false
 	}
 	fb := encodeFH(src.fd, src.l)

@@ -361,7 +361,7 @@ func (fs *FS) Link(ctx *fuseproto.Context, node uint64, newParent uint64, newNam
 	if q.typ != unix.S_IFDIR {
 		return unix.ENOTDIR
 	}
-	if e := fs.copyUp(in, false); e != 0 {
+	if e := fs.copyUp(in, true); e != 0 {
 		return e
 	}
 	if e := fs.copyUp(q, true); e != 0 {
@@ -381,6 +381,14 @@ func (fs *FS) Link(ctx *fuseproto.Context, node uint64, newParent uint64, newNam
 		return e
 	}
 	in.mu.Lock()
+	if in.metacopy {
+		// Another name for a metacopy file: lookups through it find
+		// the data by the absolute redirect.
+		if e := fs.setRedirect(in, in.name, false); e != 0 {
+			in.mu.Unlock()
+			return e
+		}
+	}
 	var n uint32
 	if in.indexed {
 		n = fs.unionNlink(in)

@@ -95,7 +95,11 @@ func (fs *FS) lookupWith(d dirState, name string) (found, fuseproto.Errno) {
 				}
 			} else {
 				_, f.metacopy = getx(fd, fs.x.metacopy)
-				if !f.metacopy {
+				if f.metacopy {
+					// A moved or linked metacopy file names where
+					// its data is.
+					f.redirect, _ = getx(fd, fs.x.redirect)
+				} else {
 					if f.origin != nil && fs.indexFd >= 0 && f.ust.Nlink > 1 {
 						f.indexed = fs.isIndexEntryOf(f.origin, &f.ust)
 					}
@@ -104,22 +108,25 @@ func (fs *FS) lookupWith(d dirState, name string) (found, fuseproto.Errno) {
 			}
 		}
 	}
-	if len(d.lower) == 0 || (fs.oci && ociHidden(name)) {
-		if f.typ == 0 {
-			return f, unix.ENOENT
-		}
-		return f, 0
-	}
-
 	stack := d.lower
 	comps := []string{name}
 	f.lowerPath = d.lowerPath + "/" + name
 	if r := f.redirect; r != "" {
+		// A redirect names where the directory's lower part is, even
+		// when it now lives in a directory without one.
 		if abs, ok := redirectPath(r); ok {
 			stack, comps, f.lowerPath = fs.lowerRoots(0), abs, r
 		} else if fuseproto.CheckName([]byte(r)) == 0 {
 			comps, f.lowerPath = []string{r}, d.lowerPath+"/"+r
 		}
+	} else if fs.oci && ociHidden(name) {
+		stack = nil // OCI markers in the lowers are never names
+	}
+	if len(stack) == 0 {
+		if f.typ == 0 {
+			return f, unix.ENOENT
+		}
+		return f, 0
 	}
 	for i := 0; i < len(stack); i++ {
 		obj, st, res := fs.lookupInLayer(stack[i], comps)

@@ -80,7 +80,7 @@ func (fs *FS) removeLocked(p, child *inode, name string) fuseproto.Errno {
 		// that the union's link count has somewhere to live.
 		var st unix.Statx_t
 		if statx(child.lower[0].fd, &st) == nil && st.Nlink > 1 {
-			if e := fs.copyUpLocked(child, p, false); e != 0 {
+			if e := fs.copyUpLocked(child, p, true); e != 0 {
 				return e
 			}
 		}

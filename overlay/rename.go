@@ -131,11 +131,12 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 		dst.mu.Lock()
 		defer dst.mu.Unlock()
 	}
-	if e := fs.copyUpLocked(src, p, false); e != 0 {
+	// A metacopy file moves as it is, with a redirect to its data.
+	if e := fs.copyUpLocked(src, p, true); e != 0 {
 		return e
 	}
 	if exchange {
-		if e := fs.copyUpLocked(dst, q, false); e != 0 {
+		if e := fs.copyUpLocked(dst, q, true); e != 0 {
 			return e
 		}
 	}
@@ -241,24 +242,13 @@ func (fs *FS) needsRedirect(in *inode) bool {
 // made opaque.
 func (fs *FS) prepareMove(in, newParent *inode, oldName string, samedir bool) fuseproto.Errno {
 	if in.typ != unix.S_IFDIR {
+		if in.metacopy {
+			return fs.setRedirect(in, oldName, samedir)
+		}
 		return 0
 	}
 	if len(in.lower) > 0 {
-		if in.redirect != "" && (samedir || in.redirect[0] == '/') {
-			return 0
-		}
-		r := oldName
-		if !samedir {
-			r = in.lowerPath
-			if len(r) > redirectMax {
-				return unix.EXDEV
-			}
-		}
-		if setx(in.upper, fs.x.redirect, r) != nil {
-			return unix.EXDEV
-		}
-		in.redirect = r
-		return 0
+		return fs.setRedirect(in, oldName, samedir)
 	}
 	if !in.opaque && len(newParent.lower) > 0 {
 		if setx(in.upper, fs.x.opaque, "y") != nil {
@@ -266,6 +256,29 @@ func (fs *FS) prepareMove(in, newParent *inode, oldName string, samedir bool) fu
 		}
 		in.opaque, in.marks.opaque = true, true
 	}
+	return 0
+}
+
+// setRedirect records where in's lower part is before it moves from
+// oldName: the old name for a move within one directory, else the absolute
+// path in the lowers. An existing redirect that stays valid is kept. A
+// redirect that is too long or cannot be set answers EXDEV, so that the
+// caller falls back to copying. Caller holds in.mu.
+func (fs *FS) setRedirect(in *inode, oldName string, samedir bool) fuseproto.Errno {
+	if in.redirect != "" && (samedir || in.redirect[0] == '/') {
+		return 0
+	}
+	r := oldName
+	if !samedir {
+		r = in.lowerPath
+		if len(r) > redirectMax {
+			return unix.EXDEV
+		}
+	}
+	if setx(in.upper, fs.x.redirect, r) != nil {
+		return unix.EXDEV
+	}
+	in.redirect = r
 	return 0
 }
 
