@@ -45,8 +45,19 @@ fuzz-smoke:
 bench:
 	$(GO) test -run XXX -bench . -benchmem $(PKGS)
 
+## install: the daemon into $(PREFIX)/libexec, and the helper mount(8) runs
+## for "mount -t fuse.govirtiofs" (and fstab lines of that type): a link
+## mount.fuse.govirtiofs in /sbin, where util-linux looks for helpers
+## whatever the prefix (/sbin:/sbin/fs.d:/sbin/fs; on merged-/usr systems
+## /sbin is /usr/sbin). DESTDIR stages the whole tree.
+PREFIX         ?= /usr
+LIBEXECDIR     ?= $(PREFIX)/libexec
+MOUNTHELPERDIR ?= /sbin
+
 install: build
-	install -D -m 0755 $(BIN)/govirtiofsd $(DESTDIR)/usr/libexec/govirtiofsd
+	install -D -m 0755 $(BIN)/govirtiofsd $(DESTDIR)$(LIBEXECDIR)/govirtiofsd
+	install -d $(DESTDIR)$(MOUNTHELPERDIR)
+	ln -sfn $(LIBEXECDIR)/govirtiofsd $(DESTDIR)$(MOUNTHELPERDIR)/mount.fuse.govirtiofs
 
 clean:
 	rm -rf $(BIN)

@@ -27,17 +27,16 @@ func (fs *FS) statLocked(in *inode, fd int, st *unix.Statx_t) fuseproto.Errno {
 	if err := statx(fd, st); err != nil {
 		return errno(err)
 	}
-	switch {
-	case in.typ == unix.S_IFDIR:
-		if len(in.lower) > 1 || (in.upper >= 0 && len(in.lower) > 0) {
-			st.Nlink = 1
-		}
-	case in.metacopy && len(in.lower) > 0:
+	if in.typ == unix.S_IFDIR && (len(in.lower) > 1 || (in.upper >= 0 && len(in.lower) > 0)) {
+		st.Nlink = 1
+	}
+	if in.metacopy && len(in.lower) > 0 {
 		var lst unix.Statx_t
 		if statx(in.lower[0].fd, &lst) == nil {
 			st.Blocks = lst.Blocks
 		}
-	case in.indexed:
+	}
+	if in.indexed {
 		st.Nlink = fs.unionNlink(in)
 	}
 	return 0
@@ -89,7 +88,7 @@ func (fs *FS) setUnionNlink(in *inode, n uint32) {
 // inode's stable number.
 func fillAttr(a *fuseproto.Attr, in *inode, st *unix.Statx_t) {
 	*a = fuseproto.Attr{
-		Ino:       in.ino,
+		Ino:       in.ino.Load(),
 		Size:      st.Size,
 		Blocks:    st.Blocks,
 		Atime:     uint64(st.Atime.Sec),
@@ -156,6 +155,17 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 	}
 	defer fs.inodes.put(ino)
 	v := in.Valid
+	if p := fs.protected(ino); p != 0 {
+		// Immutable: nothing changes. Append-only: only the times may
+		// be set to now.
+		const now = fuseproto.FattrAtimeNow | fuseproto.FattrMtimeNow | fuseproto.FattrAtime | fuseproto.FattrMtime
+		const ignore = fuseproto.FattrFh | fuseproto.FattrLockOwner
+		change := v &^ ignore
+		if change != 0 && (p&flImmutable != 0 || change&^now != 0 ||
+			(change&(fuseproto.FattrAtime|fuseproto.FattrMtime) != 0 && change&(fuseproto.FattrAtimeNow|fuseproto.FattrMtimeNow) == 0)) {
+			return unix.EPERM
+		}
+	}
 	const changes = fuseproto.FattrMode | fuseproto.FattrUID | fuseproto.FattrGID | fuseproto.FattrSize |
 		fuseproto.FattrAtime | fuseproto.FattrMtime | fuseproto.FattrAtimeNow | fuseproto.FattrMtimeNow |
 		fuseproto.FattrKillSUIDGID
@@ -397,7 +407,7 @@ func (fs *FS) Statx(ctx *fuseproto.Context, node uint64, in *fuseproto.StatxIn, 
 		UID:            st.Uid,
 		GID:            st.Gid,
 		Mode:           st.Mode,
-		Ino:            ino.ino,
+		Ino:            ino.ino.Load(),
 		Size:           st.Size,
 		Blocks:         st.Blocks,
 		AttributesMask: st.Attributes_mask,

@@ -100,6 +100,11 @@ func (fs *FS) copyUpLocked(in, parent *inode, meta bool) fuseproto.Errno {
 		meta = false
 	}
 	fb := encodeFH(src.fd, src.l)
+	if in.typ != unix.S_IFDIR && fs.indexFd < 0 && st.Nlink > 1 {
+		// Without the index the copy-up breaks the hard link; like the
+		// kernel, record no origin the other names would share.
+		fb = nil
+	}
 	if hardlinked && fb == nil {
 		hardlinked = false // no handle, no index: the link breaks, as with index=off
 	}
@@ -152,6 +157,7 @@ func (fs *FS) copyUpLocked(in, parent *inode, meta bool) fuseproto.Errno {
 	}
 	in.metacopy = meta
 	in.origin = fb
+	in.dataGen.Add(1)
 	if in.typ == unix.S_IFDIR {
 		in.marks = dirMarks{}
 	}
@@ -160,7 +166,12 @@ func (fs *FS) copyUpLocked(in, parent *inode, meta bool) fuseproto.Errno {
 	}
 	var ust unix.Statx_t
 	if statx(in.upper, &ust) == nil {
-		fs.inodes.alias(in, keyOf(&ust))
+		if in.typ != unix.S_IFDIR && fs.indexFd < 0 && st.Nlink > 1 {
+			fs.inodes.rekey(in, keyOf(&ust))
+			in.ino.Store(fs.xino(keyOf(&ust)))
+		} else {
+			fs.inodes.alias(in, keyOf(&ust))
+		}
 	}
 	return 0
 }
@@ -215,6 +226,9 @@ func (fs *FS) buildCopy(in *inode, src layerObj, st *unix.Statx_t, fb []byte, tm
 			return fail(err)
 		}
 	}
+	if err := fs.copyFlags(src.fd, fd, in.typ); err != nil {
+		return fail(err)
+	}
 	if fb != nil {
 		if err := setx(fd, fs.x.origin, string(fb)); err != nil {
 			fs.log.Debug("cannot record a copy-up's origin", "err", err)
@@ -246,11 +260,17 @@ func restoreTimes(fd int, st *unix.Statx_t) {
 // parent.mu and in.mu.
 func (fs *FS) linkUp(in, parent *inode) fuseproto.Errno {
 	n := fs.unionNlink(in)
+	var pst unix.Statx_t
+	havePst := statx(parent.upper, &pst) == nil
 	if err := fs.linkAt(in.upper, parent.upper, in.name); err != nil {
 		return errno(err)
 	}
+	if havePst {
+		restoreTimes(parent.upper, &pst)
+	}
 	in.linkedUp = true
 	fs.setUnionNlink(in, n)
+	fs.markImpure(parent, in)
 	return 0
 }
 
@@ -313,6 +333,7 @@ func (fs *FS) copyDataUp(in *inode) fuseproto.Errno {
 	}
 	restoreTimes(in.upper, &ust)
 	in.metacopy = false
+	in.dataGen.Add(1)
 	return 0
 }
 

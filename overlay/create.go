@@ -59,7 +59,9 @@ func (fs *FS) createIn(ctx *fuseproto.Context, parent uint64, name string, typ, 
 	}
 	var st unix.Stat_t
 	overWhiteout := unix.Fstatat(p.upper, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
-	opaque := typ == unix.S_IFDIR && (overWhiteout || len(p.lower) > 0)
+	// Kernel overlayfs marks a directory made in a merged parent opaque
+	// only when redirects are on.
+	opaque := typ == unix.S_IFDIR && (overWhiteout || (len(p.lower) > 0 && fs.cfg.RedirectDir))
 	mode = mode &^ (fs.umask(p, umask) & 0o777)
 	var fd int
 	var err error
@@ -361,6 +363,16 @@ func (fs *FS) Link(ctx *fuseproto.Context, node uint64, newParent uint64, newNam
 	if q.typ != unix.S_IFDIR {
 		return unix.ENOTDIR
 	}
+	if fs.protected(in) != 0 {
+		return unix.EPERM
+	}
+	// A name that exists is refused before anything is copied up.
+	if f, e := fs.lookupLayers(q, newName); e == 0 {
+		f.close()
+		return unix.EEXIST
+	} else if e != unix.ENOENT {
+		return e
+	}
 	if e := fs.copyUp(in, true); e != 0 {
 		return e
 	}
@@ -396,6 +408,9 @@ func (fs *FS) Link(ctx *fuseproto.Context, node uint64, newParent uint64, newNam
 	err := fs.linkAt(in.upper, q.upper, newName)
 	if err == nil && in.indexed {
 		fs.setUnionNlink(in, n+1)
+	}
+	if err == nil {
+		fs.markImpure(q, in)
 	}
 	in.mu.Unlock()
 	if err != nil {

@@ -62,6 +62,10 @@ func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, ou
 		return e
 	}
 	if write {
+		if p := fs.protected(ino); p&flImmutable != 0 ||
+			(p&flAppend != 0 && (in.Flags&unix.O_TRUNC != 0 || in.Flags&unix.O_APPEND == 0)) {
+			return unix.EPERM
+		}
 		if e := fs.copyUp(ino, false); e != 0 {
 			return e
 		}
@@ -70,6 +74,7 @@ func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, ou
 	ino.mu.Lock()
 	src := ino.dataFd()
 	upper := src == ino.upper
+	gen := ino.dataGen.Load()
 	fd, err := fs.reopen(src, flags)
 	ino.mu.Unlock()
 	if err != nil {
@@ -81,7 +86,8 @@ func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, ou
 			return errno(err)
 		}
 	}
-	*out = fuseproto.OpenOut{Fh: fs.files.add(&handle{fd: fd, ino: ino, flags: flags, upper: upper}), OpenFlags: fs.openFlags}
+	h := &handle{fd: fd, ino: ino, flags: flags, upper: upper, gen: gen}
+	*out = fuseproto.OpenOut{Fh: fs.files.add(h), OpenFlags: fs.openFlags}
 	return 0
 }
 
@@ -106,7 +112,7 @@ func (fs *FS) Read(ctx *fuseproto.Context, node uint64, in *fuseproto.ReadIn, ds
 	if h == nil {
 		return unix.EBADF
 	}
-	_, e := dst.ReadFromFD(h.fd, int64(in.Offset), int(in.Size))
+	_, e := dst.ReadFromFD(fs.readFd(h), int64(in.Offset), int(in.Size))
 	fs.files.put(h)
 	return e
 }
@@ -148,7 +154,7 @@ func (fs *FS) Flush(ctx *fuseproto.Context, node uint64, in *fuseproto.FlushIn) 
 	}
 	defer fs.files.put(h)
 	h.ino.locks.DropOwner(in.LockOwner)
-	dup, err := unix.Dup(h.fd)
+	dup, err := unix.Dup(fs.readFd(h))
 	if err != nil {
 		return errno(err)
 	}
@@ -218,7 +224,7 @@ func (fs *FS) Lseek(ctx *fuseproto.Context, node uint64, in *fuseproto.LseekIn, 
 		return unix.EBADF
 	}
 	defer fs.files.put(h)
-	off, err := unix.Seek(h.fd, int64(in.Offset), int(in.Whence))
+	off, err := unix.Seek(fs.readFd(h), int64(in.Offset), int(in.Whence))
 	if err != nil {
 		return errno(err)
 	}
@@ -249,7 +255,7 @@ func (fs *FS) CopyFileRange(ctx *fuseproto.Context, node uint64, in *fuseproto.C
 	}
 	n := min(in.Len, math.MaxInt32)
 	offIn, offOut := int64(in.OffIn), int64(in.OffOut)
-	got, err := unix.CopyFileRange(src.fd, &offIn, dst.fd, &offOut, int(n), int(in.Flags))
+	got, err := unix.CopyFileRange(fs.readFd(src), &offIn, dst.fd, &offOut, int(n), int(in.Flags))
 	if err != nil {
 		return 0, errno(err)
 	}
@@ -277,13 +283,6 @@ func (fs *FS) Poll(ctx *fuseproto.Context, node uint64, in *fuseproto.PollIn, ou
 // Bmap answers ENOSYS: it is meaningful only for block-device FUSE.
 func (fs *FS) Bmap(ctx *fuseproto.Context, node uint64, in *fuseproto.BmapIn, out *fuseproto.BmapOut) fuseproto.Errno {
 	return unix.ENOSYS
-}
-
-// Ioctl answers ENOTTY: file attribute flags are not carried through the
-// union (kernel overlayfs keeps append-only and immutable in an xattr of
-// its own, which this filesystem does not implement).
-func (fs *FS) Ioctl(ctx *fuseproto.Context, node uint64, in *fuseproto.IoctlIn, inData, outData []byte) (int32, int, fuseproto.Errno) {
-	return 0, 0, unix.ENOTTY
 }
 
 // lockOpener returns the opener of in's lock file: a memfd that stands for

@@ -49,7 +49,7 @@ type FS struct {
 	devs  map[uint64]int
 
 	originMu    sync.Mutex
-	originCache map[string]objKey
+	originCache map[string]originInfo
 
 	inodes inodeTable
 	files  handleTable
@@ -84,7 +84,7 @@ func New(cfg Config, opts Options) (*FS, error) {
 		openFlags:    opts.Cache.OpenFlags(),
 		opendirFlags: opts.Cache.OpendirFlags(),
 		devs:         map[uint64]int{},
-		originCache:  map[string]objKey{},
+		originCache:  map[string]originInfo{},
 	}
 	if fs.log == nil {
 		fs.log = hclog.NewNullLogger()
@@ -233,7 +233,7 @@ func (fs *FS) newRoot() (*inode, error) {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
 	root.key = keyOf(&st)
-	root.ino = fs.xino(root.key)
+	root.ino.Store(fs.xino(root.key))
 	return root, nil
 }
 

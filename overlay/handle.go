@@ -18,6 +18,13 @@ type handle struct {
 
 	flockMu sync.Mutex
 	flockFd int // the handle's own descriptor of the inode's lock file, or -1
+
+	// swapMu guards fd, gen and stale of a read-only handle, whose
+	// descriptor moves to the upper after a copy-up (as kernel
+	// overlayfs's files do since 4.19).
+	swapMu sync.Mutex
+	gen    uint64
+	stale  []int // descriptors replaced, closed with the handle
 }
 
 // handleTable maps handle numbers to handles; numbers come from a counter
@@ -47,6 +54,31 @@ func (t *handleTable) add(h *handle) uint64 {
 	return fh
 }
 
+// readFd returns the descriptor to read h's data through: for a handle
+// opened before a copy-up, the upper file, reopened with the handle's flags
+// on first use after it.
+func (fs *FS) readFd(h *handle) int {
+	if h.upper {
+		return h.fd
+	}
+	g := h.ino.dataGen.Load()
+	h.swapMu.Lock()
+	defer h.swapMu.Unlock()
+	if h.gen != g {
+		h.ino.mu.Lock()
+		src, up := h.ino.dataFd(), h.ino.upper
+		h.ino.mu.Unlock()
+		if src == up && up >= 0 {
+			if nfd, err := fs.reopen(src, h.flags&^unix.O_TRUNC); err == nil {
+				h.stale = append(h.stale, h.fd)
+				h.fd = nfd
+			}
+		}
+		h.gen = g
+	}
+	return h.fd
+}
+
 // get returns handle fh with a reference, or nil.
 func (t *handleTable) get(fh uint64) *handle {
 	t.mu.RLock()
@@ -66,6 +98,9 @@ func (t *handleTable) put(h *handle) {
 		}
 		if h.flockFd >= 0 {
 			unix.Close(h.flockFd)
+		}
+		for _, fd := range h.stale {
+			unix.Close(fd)
 		}
 		t.inodes.put(h.ino)
 	}

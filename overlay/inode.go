@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
 	"github.com/govirtiofs/govirtiofs/internal/hostfs"
@@ -25,8 +26,8 @@ type layerObj struct {
 type inode struct {
 	id  uint64
 	key objKey
-	ino uint64 // st_ino shown to the guest
-	typ uint32 // S_IFMT; an inode never changes type
+	ino atomic.Uint64 // st_ino shown to the guest; changes only when a broken hard link is re-keyed
+	typ uint32        // S_IFMT; an inode never changes type
 
 	// mu guards every field below it and serializes changes to the
 	// inode's layers (copy-up) and, for a directory, to its entries.
@@ -42,6 +43,9 @@ type inode struct {
 	upper    int        // O_PATH descriptor of the upper object, or -1
 	lower    []layerObj // directories: every merged lower dir, topmost first; others: the topmost lower object
 	metacopy bool       // the upper holds metadata only; data is in lower[0]
+	// dataGen counts the changes of where the data is (copy-ups), so
+	// that handles opened before one move to the upper.
+	dataGen atomic.Uint64
 	// indexed is set for a hard-linked lower file copied up through the
 	// index: upper is the index entry, linked under aliases as they are
 	// changed. linkedUp tells whether the alias has its upper link.
@@ -56,6 +60,9 @@ type inode struct {
 	opaque    bool
 	impure    bool
 	marks     dirMarks // the upper directory's marks
+	// prot holds the append-only and immutable flags once flagsKnown.
+	prot       uint32
+	flagsKnown bool
 
 	// nlookup and refs are guarded by inodeTable.mu, as in passthrough.
 	nlookup uint64
@@ -272,6 +279,26 @@ func (t *inodeTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.byID)
+}
+
+// rekey gives in a new identity: a hard-linked lower file copied up
+// without the index is an inode of its own from then on (the link breaks,
+// as on kernel overlayfs with index=off), and the other names of the lower
+// inode become another inode on their next lookup.
+func (t *inodeTable) rekey(in *inode, key objKey) {
+	t.mu.Lock()
+	if t.byKey[in.key] == in {
+		delete(t.byKey, in.key)
+	}
+	if in.hasAlias && t.byKey[in.aliasKey] == in {
+		delete(t.byKey, in.aliasKey)
+	}
+	in.hasAlias = false
+	in.key = key
+	if t.byKey[key] == nil {
+		t.byKey[key] = in
+	}
+	t.mu.Unlock()
 }
 
 // dropLookup takes back one lookup counted by adopt from an inode the

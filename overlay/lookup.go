@@ -95,14 +95,14 @@ func (fs *FS) lookupWith(d dirState, name string) (found, fuseproto.Errno) {
 				}
 			} else {
 				_, f.metacopy = getx(fd, fs.x.metacopy)
+				if f.origin != nil && fs.indexFd >= 0 && f.ust.Nlink > 1 {
+					f.indexed = fs.isIndexEntryOf(f.origin, &f.ust)
+				}
 				if f.metacopy {
 					// A moved or linked metacopy file names where
 					// its data is.
 					f.redirect, _ = getx(fd, fs.x.redirect)
 				} else {
-					if f.origin != nil && fs.indexFd >= 0 && f.ust.Nlink > 1 {
-						f.indexed = fs.isIndexEntryOf(f.origin, &f.ust)
-					}
 					return f, 0
 				}
 			}
@@ -170,6 +170,17 @@ func (fs *FS) lookupWith(d dirState, name string) (found, fuseproto.Errno) {
 	}
 	if f.upper < 0 && f.typ != unix.S_IFDIR && fs.indexFd >= 0 && f.lst.Nlink > 1 {
 		fs.findIndex(&f)
+	}
+	if f.upper >= 0 && f.typ == unix.S_IFDIR && f.origin == nil && len(f.lower) > 0 && fs.indexFd >= 0 && !fs.opts.ReadOnly {
+		// A merged directory an image tool left without an origin: record
+		// it, and mark the parent impure, as kernel overlayfs does with
+		// index=on, so that both agree on its st_ino from now on.
+		if fb := encodeFH(f.lower[0].fd, f.lower[0].l); fb != nil && setx(f.upper, fs.x.origin, string(fb)) == nil {
+			f.origin = fb
+			if d.upper >= 0 {
+				setx(d.upper, fs.x.impure, "y")
+			}
+		}
 	}
 	return f, 0
 }
@@ -289,18 +300,7 @@ func (fs *FS) isIndexEntryOf(origin []byte, st *unix.Statx_t) bool {
 // the one the guest already knows, and counts one lookup of it. It takes
 // ownership of f's descriptors and returns the inode with a reference.
 func (fs *FS) adopt(p *inode, name string, f *found) *inode {
-	var key objKey
-	hasKey := false
-	if f.upper >= 0 && f.origin != nil {
-		key, hasKey = fs.decodeOrigin(f.origin)
-	}
-	if !hasKey {
-		if f.upper >= 0 && (!f.indexed || len(f.lower) == 0) {
-			key = keyOf(&f.ust)
-		} else {
-			key = keyOf(&f.lst)
-		}
-	}
+	key, hasKey := fs.foundKey(f)
 	if in := fs.inodes.find(key); in != nil {
 		fs.realias(in, p, name, f.atName)
 		f.close()
@@ -308,7 +308,6 @@ func (fs *FS) adopt(p *inode, name string, f *found) *inode {
 	}
 	in := &inode{
 		key:       key,
-		ino:       fs.xino(key),
 		typ:       f.typ,
 		parent:    p,
 		name:      name,
@@ -325,6 +324,7 @@ func (fs *FS) adopt(p *inode, name string, f *found) *inode {
 		marks:     f.marks,
 		lockFd:    -1,
 	}
+	in.ino.Store(fs.xino(key))
 	fs.inodes.ref(p)
 	got, isNew := fs.inodes.insert(in)
 	if !isNew {
@@ -337,6 +337,30 @@ func (fs *FS) adopt(p *inode, name string, f *found) *inode {
 		fs.inodes.alias(got, keyOf(&f.ust))
 	}
 	return got
+}
+
+// foundKey returns the identity of what a lookup found, and whether it
+// came from a decoded origin.
+func (fs *FS) foundKey(f *found) (objKey, bool) {
+	var key objKey
+	hasKey := false
+	if f.upper >= 0 && f.origin != nil {
+		var nlink uint32
+		key, nlink, hasKey = fs.decodeOrigin(f.origin)
+		if hasKey && f.typ != unix.S_IFDIR && fs.indexFd < 0 && nlink > 1 {
+			// A hard link broken by a copy-up without the index: the
+			// lower inode's other names are other inodes.
+			hasKey = false
+		}
+	}
+	if !hasKey {
+		if f.upper >= 0 && (!f.indexed || len(f.lower) == 0) {
+			key = keyOf(&f.ust)
+		} else {
+			key = keyOf(&f.lst)
+		}
+	}
+	return key, hasKey
 }
 
 // realias records p/name as in's alias, for a lookup that found it there.

@@ -135,6 +135,8 @@ func ParseConfig(opts string) (Config, error) {
 	}
 	if metacopy != nil {
 		c.Metacopy = *metacopy
+	} else if !c.RedirectDir {
+		c.Metacopy = false // metacopy needs redirects
 	}
 	if c.Metacopy && !c.RedirectDir {
 		return c, fmt.Errorf("overlay: metacopy=on needs redirect_dir=on")

@@ -15,6 +15,12 @@ import (
 const (
 	fbHeader = 21
 	fbMagic  = 0xfb
+
+	fbBigEndian = 1 << 0 // OVL_FH_FLAG_BIG_ENDIAN
+	fbAnyEndian = 1 << 1 // OVL_FH_FLAG_ANY_ENDIAN
+	fbPathUpper = 1 << 2 // OVL_FH_FLAG_PATH_UPPER
+	fbFlagsAll  = fbBigEndian | fbAnyEndian | fbPathUpper
+	fbCPUEndian = 0 // the hosts we build for are little-endian
 )
 
 // encodeFH returns the origin handle of the object open as fd on layer l,
@@ -40,8 +46,11 @@ func encodeFH(fd int, l *layer) []byte {
 // parseFH checks an origin handle read from a layer and returns its type,
 // UUID and handle bytes.
 func parseFH(b []byte) (typ int32, uuid [16]byte, fid []byte, ok bool) {
-	if len(b) < fbHeader || b[0] != 0 || b[1] != fbMagic || int(b[2]) != len(b) || b[3]&^7 != 0 {
+	if len(b) < fbHeader || b[0] != 0 || b[1] != fbMagic || int(b[2]) != len(b) || b[3]&^fbFlagsAll != 0 {
 		return 0, uuid, nil, false
+	}
+	if b[3]&fbAnyEndian == 0 && b[3]&fbBigEndian != fbCPUEndian {
+		return 0, uuid, nil, false // made on a host of the other byte order
 	}
 	copy(uuid[:], b[5:21])
 	return int32(b[4]), uuid, b[fbHeader:], true
@@ -50,23 +59,23 @@ func parseFH(b []byte) (typ int32, uuid [16]byte, fid []byte, ok bool) {
 // indexName is the name of the index entry of a lower object's handle.
 func indexName(fb []byte) string { return hex.EncodeToString(fb) }
 
-// decodeOrigin returns the host identity of the lower object an origin
+// decodeOrigin returns the host identity (and link count) of the lower object an origin
 // handle names, opening it by handle on the lower filesystem with the same
 // UUID. It needs CAP_DAC_READ_SEARCH; without it (or for a handle no lower
 // holds) it reports false and the caller falls back to the upper object's
 // own identity. Only the identity is used: data is never read through a
 // decoded handle.
-func (fs *FS) decodeOrigin(fb []byte) (objKey, bool) {
+func (fs *FS) decodeOrigin(fb []byte) (objKey, uint32, bool) {
 	typ, uuid, fid, ok := parseFH(fb)
 	if !ok {
-		return objKey{}, false
+		return objKey{}, 0, false
 	}
 	s := string(fb)
 	fs.originMu.Lock()
-	k, hit := fs.originCache[s]
+	o, hit := fs.originCache[s]
 	fs.originMu.Unlock()
 	if hit {
-		return k, true
+		return o.key, o.nlink, true
 	}
 	tried := map[uint64]bool{}
 	for _, l := range fs.lowers {
@@ -84,16 +93,23 @@ func (fs *FS) decodeOrigin(fb []byte) (objKey, bool) {
 		if err != nil {
 			continue
 		}
-		k = keyOf(&st)
+		o = originInfo{key: keyOf(&st), nlink: st.Nlink}
 		fs.originMu.Lock()
 		if len(fs.originCache) > 1<<20 {
 			clear(fs.originCache)
 		}
-		fs.originCache[s] = k
+		fs.originCache[s] = o
 		fs.originMu.Unlock()
-		return k, true
+		return o.key, o.nlink, true
 	}
-	return objKey{}, false
+	return objKey{}, 0, false
+}
+
+// originInfo is what a decoded origin handle names: the lower object's
+// identity and its link count.
+type originInfo struct {
+	key   objKey
+	nlink uint32
 }
 
 // xinoShift leaves the top 8 bits of an inode number for the filesystem

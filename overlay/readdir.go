@@ -102,17 +102,17 @@ func (fs *FS) Readdir(ctx *fuseproto.Context, node uint64, in *fuseproto.ReadIn,
 // starts with "." and "..".
 func (fs *FS) mergedList(in *inode, dots bool) ([]dirEntry, fuseproto.Errno) {
 	in.mu.Lock()
-	upper, lower, marks, impure := in.upper, in.lower, in.marks, in.impure
+	upper, lower, marks, impure, lowerPath := in.upper, in.lower, in.marks, in.impure, in.lowerPath
 	parent := in.parent
 	in.mu.Unlock()
 
 	var entries []dirEntry
 	if dots {
-		pino := in.ino
+		pino := in.ino.Load()
 		if parent != nil {
-			pino = parent.ino
+			pino = parent.ino.Load()
 		}
-		entries = append(entries, dirEntry{".", in.ino, unix.DT_DIR}, dirEntry{"..", pino, unix.DT_DIR})
+		entries = append(entries, dirEntry{".", in.ino.Load(), unix.DT_DIR}, dirEntry{"..", pino, unix.DT_DIR})
 	}
 	seen := map[string]struct{}{}
 	// One pass per layer; names a layer whites out are hidden from the
@@ -122,9 +122,6 @@ func (fs *FS) mergedList(in *inode, dots bool) ([]dirEntry, fuseproto.Errno) {
 		opaque := m.opaque
 		hidden = hidden[:0]
 		err := fs.readNames(dirFd, func(name string, dino uint64, typ uint8) error {
-			if _, ok := seen[name]; ok {
-				return nil
-			}
 			if !isUpper && fs.oci && ociHidden(name) {
 				switch {
 				case name == ociOpaque:
@@ -133,6 +130,9 @@ func (fs *FS) mergedList(in *inode, dots bool) ([]dirEntry, fuseproto.Errno) {
 				default:
 					hidden = append(hidden, name[len(ociWhiteoutPrefix):])
 				}
+				return nil
+			}
+			if _, ok := seen[name]; ok {
 				return nil
 			}
 			if typ == unix.DT_CHR || typ == unix.DT_UNKNOWN || (m.xwh && typ == unix.DT_REG) {
@@ -150,6 +150,9 @@ func (fs *FS) mergedList(in *inode, dots bool) ([]dirEntry, fuseproto.Errno) {
 			ino := fs.xino(objKey{dev: l.dev, ino: dino})
 			if isUpper && (impure || typ == unix.DT_DIR) {
 				ino = fs.entryIno(dirFd, name, ino, typ)
+				if typ == unix.DT_DIR && len(lower) > 0 && fs.indexFd >= 0 {
+					ino = fs.mergedDirIno(dirState{upper: upper, lower: lower, marks: marks, lowerPath: lowerPath}, name, ino)
+				}
 			}
 			entries = append(entries, dirEntry{name: name, ino: ino, typ: typ})
 			return nil
@@ -207,10 +210,34 @@ func (fs *FS) entryIno(dirFd int, name string, def uint64, typ uint8) uint64 {
 	if !ok {
 		return def
 	}
-	if k, ok := fs.decodeOrigin([]byte(v)); ok {
+	if k, nlink, ok := fs.decodeOrigin([]byte(v)); ok && (typ == unix.DT_DIR || fs.indexFd >= 0 || nlink <= 1) {
 		return fs.xino(k)
 	}
 	return def
+}
+
+// mergedDirIno returns the st_ino of upper subdirectory name as a lookup
+// reports it, for a subdirectory without an origin in a merged directory
+// with state d: a lookup finds its lower part, records the origin (as
+// kernel overlayfs does with index=on), and the number comes from there.
+func (fs *FS) mergedDirIno(d dirState, name string, def uint64) uint64 {
+	fd, err := fs.res.OpenBeneath(d.upper, name, unix.O_PATH)
+	if err != nil {
+		return def
+	}
+	_, hasOrigin := getx(fd, fs.x.origin)
+	m := fs.marksOf(fd, fs.upper)
+	unix.Close(fd)
+	if hasOrigin || m.opaque {
+		return def
+	}
+	f, e := fs.lookupWith(d, name)
+	if e != 0 {
+		return def
+	}
+	key, _ := fs.foundKey(&f)
+	f.close()
+	return fs.xino(key)
 }
 
 // dtype converts S_IFMT bits to a d_type.

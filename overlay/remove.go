@@ -69,6 +69,9 @@ func (fs *FS) remove(parent uint64, name string, dir bool) fuseproto.Errno {
 	}
 	child.mu.Lock()
 	defer child.mu.Unlock()
+	if fs.protFlags(child) != 0 {
+		return unix.EPERM
+	}
 	return fs.removeLocked(p, child, name)
 }
 

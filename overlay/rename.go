@@ -57,6 +57,41 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 
 	fs.renameMu.Lock()
 	defer fs.renameMu.Unlock()
+	// The entries are looked up before the parents are locked: the
+	// source may be the destination's parent or one of its ancestors,
+	// whose mutex must not be taken (by adopt) while a descendant's is
+	// held. Renames are serialized, and the guest kernel holds both
+	// directories while it renames, so the names do not change meanwhile.
+	sf, e := fs.lookupLayers(p, name)
+	if e != 0 {
+		return e
+	}
+	src := fs.adopt(p, name, &sf)
+	fs.inodes.dropLookup(src)
+	defer fs.inodes.put(src)
+	var dst *inode
+	df, e := fs.lookupLayers(q, newName)
+	switch {
+	case e == unix.ENOENT:
+	case e != 0:
+		return e
+	default:
+		dst = fs.adopt(q, newName, &df)
+		fs.inodes.dropLookup(dst)
+		defer fs.inodes.put(dst)
+	}
+	if src.typ == unix.S_IFDIR && (q == src || fs.isAncestor(src, q)) {
+		return unix.EINVAL
+	}
+	if dst != nil && dst.typ == unix.S_IFDIR && (p == dst || fs.isAncestor(dst, p)) {
+		// The target is an ancestor of the source: not empty, or for
+		// an exchange a directory into itself, as Linux answers.
+		if flags&unix.RENAME_EXCHANGE != 0 {
+			return unix.EINVAL
+		}
+		return unix.ENOTEMPTY
+	}
+
 	first, second := p, q
 	if p != q && fs.isAncestor(q, p) {
 		first, second = q, p
@@ -70,25 +105,6 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 	if p.deleted || q.deleted {
 		return unix.ENOENT
 	}
-
-	sf, e := fs.lookupWith(p.dirStateLocked(), name)
-	if e != 0 {
-		return e
-	}
-	src := fs.adopt(p, name, &sf)
-	fs.inodes.dropLookup(src)
-	defer fs.inodes.put(src)
-	var dst *inode
-	df, e := fs.lookupWith(q.dirStateLocked(), newName)
-	switch {
-	case e == unix.ENOENT:
-	case e != 0:
-		return e
-	default:
-		dst = fs.adopt(q, newName, &df)
-		fs.inodes.dropLookup(dst)
-		defer fs.inodes.put(dst)
-	}
 	if src == dst {
 		return 0 // two names of one inode: nothing to do
 	}
@@ -98,12 +114,6 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 		return unix.ENOENT
 	case dst != nil && flags&unix.RENAME_NOREPLACE != 0:
 		return unix.EEXIST
-	}
-	if src.typ == unix.S_IFDIR && (q == src || fs.isAncestor(src, q, p, q)) {
-		return unix.EINVAL
-	}
-	if exchange && dst.typ == unix.S_IFDIR && (p == dst || fs.isAncestor(dst, p, p, q)) {
-		return unix.EINVAL
 	}
 	if dst != nil && !exchange {
 		switch {
@@ -130,6 +140,9 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 	if dst != nil {
 		dst.mu.Lock()
 		defer dst.mu.Unlock()
+	}
+	if fs.protFlags(src) != 0 || (dst != nil && fs.protFlags(dst) != 0) {
+		return unix.EPERM
 	}
 	// A metacopy file moves as it is, with a redirect to its data.
 	if e := fs.copyUpLocked(src, p, true); e != 0 {

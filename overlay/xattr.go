@@ -27,6 +27,9 @@ func (fs *FS) Setxattr(ctx *fuseproto.Context, node uint64, name string, value [
 		return e
 	}
 	defer fs.inodes.put(ino)
+	if fs.protected(ino) != 0 {
+		return unix.EPERM
+	}
 	if e := fs.copyUp(ino, true); e != 0 {
 		return e
 	}
@@ -112,6 +115,9 @@ func (fs *FS) Removexattr(ctx *fuseproto.Context, node uint64, name string) fuse
 	ino.mu.Unlock()
 	if err != nil {
 		return errno(err)
+	}
+	if fs.protected(ino) != 0 {
+		return unix.EPERM
 	}
 	if e := fs.copyUp(ino, true); e != 0 {
 		return e

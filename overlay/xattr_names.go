@@ -20,8 +20,8 @@ const (
 
 // names holds the full private xattr names for one prefix.
 type names struct {
-	prefix                                                      string // "trusted.overlay." or "user.overlay."
-	opaque, redirect, origin, impure, nlink, metacopy, whiteout string
+	prefix                                                                string // "trusted.overlay." or "user.overlay."
+	opaque, redirect, origin, impure, nlink, metacopy, whiteout, protattr string
 }
 
 func newNames(user bool) names {
@@ -38,6 +38,7 @@ func newNames(user bool) names {
 		nlink:    p + xNlink,
 		metacopy: p + xMetacopy,
 		whiteout: p + xWhiteout,
+		protattr: p + xProtattr,
 	}
 }
 

@@ -26,6 +26,23 @@
 // QEMU was gone). Console and daemon logs of the last run are kept in
 // QEMUTEST_LOGDIR.
 //
+// TestQEMUOverlay boots a guest (by default only the 6.12 pair) on an
+// overlay served by `govirtiofsd --overlay lowerdir=L1:L2,upperdir=U,
+// workdir=W`, its layers on a tmpfs the test mounts. The guest's checker
+// (guesttest -overlay) untars about 4,000 entries of Go's source into the
+// union and changes lower files and directories every way overlayfs keeps
+// records of (internal/ovlcase): each step is a verdict
+// (TestQEMUOverlay/<pair>/overlay_<step>). It then lists the union with cold
+// caches and leaves the manifest in the union. On the host: the lowers
+// must be unchanged to the byte (lowers_unchanged: contents, owners, modes,
+// xattrs, mtimes, ctimes, inode numbers), the daemon's work directory free
+// of leftovers (workdir_clean), kernel overlayfs mounted on L1:L2 with the
+// daemon's U and W (redirect_dir, index, metacopy on) must show exactly the
+// tree the guest listed (kernel_roundtrip), the upper must hold the changes
+// and nothing else (upper_holds_changes), and the same steps run on kernel
+// overlayfs over the same lowers must give the guest's tree but for the
+// mtimes of changed objects (reference). It needs root (tmpfs, overlayfs).
+//
 // Environment:
 //
 //	GOVIRTIOFSD             the daemon binary (default ../bin/govirtiofsd)
@@ -35,11 +52,15 @@
 //	                        queue, so the 10.0 pair then uses one
 //	QEMUTEST_DAEMON_CMD     any other daemon: a command line in which
 //	                        {socket} and {dir} are replaced (e.g.
-//	                        "mydaemon --socket-path={socket} --dir {dir}")
+//	                        "mydaemon --socket-path={socket} --dir {dir}");
+//	                        with {overlay} (replaced by the overlayfs
+//	                        options) it also runs TestQEMUOverlay
 //	QEMUTEST_DAEMON_ARGS    extra arguments appended to the daemon's
 //	QEMUTEST_REQUEST_QUEUES num-request-queues for the 10.0 pair (default 4)
 //	QEMUTEST_PAIRS          comma-separated subset of pairs to run, by full
 //	                        name or kernel version ("6.1", "6.12")
+//	QEMUTEST_OVERLAY_PAIRS  the same for TestQEMUOverlay (default
+//	                        QEMUTEST_PAIRS if set, else "6.12")
 //	QEMUTEST_CHECKS         regexp: run only the checker's checks it matches
 //	QEMUTEST_POSIX=0        leave out the posixtest suite
 //	QEMUTEST_POSIX_RUN      regexp: run only the suite's tests it matches
@@ -50,7 +71,8 @@
 //	QEMUTEST_LOGDIR         where console and daemon logs go (default
 //	                        ../bin/qemu-tests)
 //	QEMUTEST_KEEP=1         keep the temporary share (kept on failure too,
-//	                        without its two 256 MiB files)
+//	                        without its two 256 MiB files); for the overlay
+//	                        case, keep its tmpfs of layers mounted
 //	QEMUTEST_SETUP=1        run setup.sh first, as CI=true does
 //	GOVIRTIOFS_CACHE        setup.sh's cache folder (see setup.sh)
 package qemutests

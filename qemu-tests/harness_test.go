@@ -148,6 +148,9 @@ type daemonSpec struct {
 	// argv is the command line serving dir on socket; tag is the tag to
 	// announce through the device's config space, or "" for none.
 	argv func(socket, dir, tag string) []string
+	// overlayArgv is the command line serving the union the overlayfs
+	// options opts describe, or nil if the daemon cannot.
+	overlayArgv func(socket, opts, tag string) []string
 	// posixSkip names posixtest tests this daemon cannot pass, with why.
 	posixSkip map[string]string
 }
@@ -156,17 +159,25 @@ func daemonFromEnv(t *testing.T, s setupEnv) daemonSpec {
 	t.Helper()
 	extra := strings.Fields(os.Getenv("QEMUTEST_DAEMON_ARGS"))
 	if cmd := os.Getenv("QEMUTEST_DAEMON_CMD"); cmd != "" {
-		return daemonSpec{
+		expand := func(r *strings.Replacer) []string {
+			var argv []string
+			for _, f := range strings.Fields(cmd) {
+				argv = append(argv, r.Replace(f))
+			}
+			return append(argv, extra...)
+		}
+		d := daemonSpec{
 			name: "custom",
 			argv: func(socket, dir, _ string) []string {
-				r := strings.NewReplacer("{socket}", socket, "{dir}", dir)
-				var argv []string
-				for _, f := range strings.Fields(cmd) {
-					argv = append(argv, r.Replace(f))
-				}
-				return append(argv, extra...)
+				return expand(strings.NewReplacer("{socket}", socket, "{dir}", dir))
 			},
 		}
+		if strings.Contains(cmd, "{overlay}") {
+			d.overlayArgv = func(socket, opts, _ string) []string {
+				return expand(strings.NewReplacer("{socket}", socket, "{overlay}", opts))
+			}
+		}
+		return d
 	}
 	switch d := os.Getenv("QEMUTEST_DAEMON"); d {
 	case "", "govirtiofsd":
@@ -185,6 +196,13 @@ func daemonFromEnv(t *testing.T, s setupEnv) daemonSpec {
 			name: "govirtiofsd",
 			argv: func(socket, dir, tag string) []string {
 				argv := []string{abs, "--socket-path", socket, "--shared-dir", dir, "--xattr"}
+				if tag != "" {
+					argv = append(argv, "--tag", tag)
+				}
+				return append(argv, extra...)
+			},
+			overlayArgv: func(socket, opts, tag string) []string {
+				argv := []string{abs, "--socket-path", socket, "--overlay", opts, "--xattr"}
 				if tag != "" {
 					argv = append(argv, "--tag", tag)
 				}
@@ -229,14 +247,19 @@ func buildPosix(t *testing.T, out string) {
 	goBuild(t, "the posixtest suite", "test", "-c", "-tags", "posixtestdir", "-trimpath", "-ldflags=-s -w", "-o", out, "../internal/posixtest")
 }
 
-// goBuild runs the go command for a static linux/amd64 binary.
-func goBuild(t *testing.T, what string, args ...string) {
-	t.Helper()
+// goTool is the go command.
+func goTool() string {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = "/usr/local/go/bin/go" // where our machines keep it
 	}
-	cmd := exec.Command(goBin, args...)
+	return goBin
+}
+
+// goBuild runs the go command for a static linux/amd64 binary.
+func goBuild(t *testing.T, what string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(goTool(), args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building %s: %v\n%s", what, err, b)

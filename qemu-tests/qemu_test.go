@@ -82,26 +82,8 @@ func TestQEMU(t *testing.T) {
 	setup := loadSetup(t)
 	daemon := daemonFromEnv(t, setup)
 
-	selected := pairs
-	if sel := os.Getenv("QEMUTEST_PAIRS"); sel != "" {
-		selected = nil
-		for _, want := range strings.Split(sel, ",") {
-			i := slices.IndexFunc(pairs, func(p pair) bool { return p.name == want || p.short == want })
-			if i < 0 {
-				t.Fatalf("QEMUTEST_PAIRS: unknown pair %q", want)
-			}
-			selected = append(selected, pairs[i])
-		}
-	}
-
-	logRoot := os.Getenv("QEMUTEST_LOGDIR")
-	if logRoot == "" {
-		logRoot = filepath.Join("..", "bin", "qemu-tests")
-	}
-	logRoot, err := filepath.Abs(logRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
+	selected := selectPairs(t, os.Getenv("QEMUTEST_PAIRS"), pairs)
+	logRoot := logRootDir(t)
 
 	plan := planGuest(t, daemon)
 	var summary []string
@@ -113,6 +95,38 @@ func TestQEMU(t *testing.T) {
 	for _, s := range summary {
 		t.Log(s)
 	}
+}
+
+// selectPairs returns the pairs a comma-separated list names (by full name
+// or kernel version), or def if the list is empty.
+func selectPairs(t *testing.T, list string, def []pair) []pair {
+	t.Helper()
+	if list == "" {
+		return def
+	}
+	var selected []pair
+	for _, want := range strings.Split(list, ",") {
+		i := slices.IndexFunc(pairs, func(p pair) bool { return p.name == want || p.short == want })
+		if i < 0 {
+			t.Fatalf("unknown pair %q (QEMUTEST_PAIRS, QEMUTEST_OVERLAY_PAIRS)", want)
+		}
+		selected = append(selected, pairs[i])
+	}
+	return selected
+}
+
+// logRootDir is where the console and daemon logs go (QEMUTEST_LOGDIR).
+func logRootDir(t *testing.T) string {
+	t.Helper()
+	logRoot := os.Getenv("QEMUTEST_LOGDIR")
+	if logRoot == "" {
+		logRoot = filepath.Join("..", "bin", "qemu-tests")
+	}
+	logRoot, err := filepath.Abs(logRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logRoot
 }
 
 // guestPlan is what every guest boots with and must report.
@@ -147,6 +161,7 @@ func planGuest(t *testing.T, daemon daemonSpec) *guestPlan {
 	}
 	watchdog := envDuration(t, "QEMUTEST_WATCHDOG", defaultWatchdog)
 	script := strings.NewReplacer(
+		"@MODE@", "",
 		"@CHECKS@", checkRun,
 		"@POSIXRUN@", posixRun,
 		"@POSIXSKIP@", strings.Join(skipNames, ","),
@@ -186,31 +201,7 @@ func readFile(t *testing.T, path string) []byte {
 // runPair boots one pair and reports its checks as subtests; it returns a
 // one-line summary.
 func runPair(t *testing.T, setup setupEnv, daemon daemonSpec, p pair, plan *guestPlan, logRoot string) string {
-	g := &guestRun{
-		kernel:  setup.kernel(t, p.kernel),
-		smp:     p.smp,
-		queues:  p.queues,
-		timeout: envDuration(t, "QEMUTEST_TIMEOUT", 600*time.Second),
-		idle:    envDuration(t, "QEMUTEST_WATCHDOG", defaultWatchdog) + 60*time.Second,
-	}
-	if p.qemu10 {
-		g.qemu = setup.file(t, "QEMU10")
-		g.qemuPrefix = []string{"-L", setup.file(t, "QEMU10_DATA"), "-L", setup.file(t, "QEMU10_BIOS")}
-		g.qemuEnv = []string{"QEMU_MODULE_DIR=" + setup.file(t, "QEMU10_MODULES")}
-		if q := os.Getenv("QEMUTEST_REQUEST_QUEUES"); q != "" {
-			n, err := strconv.Atoi(q)
-			if err != nil || n < 1 {
-				t.Fatalf("QEMUTEST_REQUEST_QUEUES=%q", q)
-			}
-			g.queues = n
-		}
-	} else {
-		g.qemu = setup.file(t, "QEMU72")
-	}
-	if daemon.maxQueues > 0 && g.queues > daemon.maxQueues {
-		t.Logf("%s serves %d request queue(s): num-request-queues=%d instead of %d", daemon.name, daemon.maxQueues, daemon.maxQueues, g.queues)
-		g.queues = daemon.maxQueues
-	}
+	g := newGuestRun(t, setup, daemon, p)
 
 	// A short folder: the socket path must fit in sun_path.
 	work, err := os.MkdirTemp("", "gvt-qemu-")
@@ -247,29 +238,12 @@ func runPair(t *testing.T, setup setupEnv, daemon daemonSpec, p pair, plan *gues
 	prepareShare(t, g.share)
 	t.Logf("share prepared in %.1fs: %s", time.Since(prepStart).Seconds(), g.share)
 
-	tag := ""
-	if p.tagFlag {
-		tag = "myfs"
-	}
-	g.daemonArgv = daemon.argv(g.socket, g.share, tag)
+	g.daemonArgv = daemon.argv(g.socket, g.share, p.tag())
 	t.Logf("daemon: %s", shellJoin(g.daemonArgv))
 	t.Logf("qemu:   %s", shellJoin(g.qemuArgv()))
 
 	res := g.run(t)
-
-	t.Logf("boot to guest userland %.1fs, to mount %.1fs, to verdict %.1fs, QEMU exit %.1fs; daemon CPU %.1fs",
-		res.boot.Seconds(), res.mounted.Seconds(), res.verdict.Seconds(), res.qemuExit.Seconds(), res.daemonCPU.Seconds())
-	for _, l := range res.info {
-		t.Log(l)
-	}
-	if res.failure != "" || !res.done {
-		why := res.failure
-		if why == "" {
-			why = "the guest stopped before GUESTDONE"
-		}
-		t.Errorf("%s; last console lines (full log %s):\n%s", why,
-			filepath.Join(g.logDir, "console.log"), strings.Join(res.consoleTail, "\n"))
-	}
+	logRun(t, g, res)
 
 	passed, failed := 0, 0
 	sub := func(name string, f func(t *testing.T)) {
@@ -279,26 +253,11 @@ func runPair(t *testing.T, setup setupEnv, daemon daemonSpec, p pair, plan *gues
 			failed++
 		}
 	}
-	names := slices.Clone(plan.checks)
-	for _, n := range res.order {
-		if !slices.Contains(names, n) {
-			names = append(names, n)
+	reportVerdicts(sub, plan.checks, res, func(t *testing.T, name string) {
+		if hv := hostVerify[name]; hv != nil {
+			hv(t, g.share, res)
 		}
-	}
-	for _, name := range names {
-		sub(name, func(t *testing.T) {
-			v, reported := res.checks[name]
-			switch {
-			case !reported:
-				t.Fatalf("the guest reported no verdict for %s", name)
-			case !v.pass:
-				t.Fatalf("guest: %s", v.detail)
-			}
-			if hv := hostVerify[name]; hv != nil {
-				hv(t, g.share, res)
-			}
-		})
-	}
+	})
 	for _, name := range res.posixOrder {
 		v := res.posix[name]
 		if _, left := plan.posixSkip[name]; left && v.result == "SKIP" {
@@ -321,14 +280,100 @@ func runPair(t *testing.T, setup setupEnv, daemon daemonSpec, p pair, plan *gues
 			checkQueueSpread(t, res.info, g.queues)
 		})
 	}
-	sub("daemon_exit", func(t *testing.T) {
-		if res.daemonErr != nil {
-			t.Fatalf("the daemon did not exit cleanly after the guest went away: %v; log %s:\n%s",
-				res.daemonErr, filepath.Join(g.logDir, "daemon.log"), tail(filepath.Join(g.logDir, "daemon.log"), 20))
-		}
-	})
+	sub("daemon_exit", func(t *testing.T) { checkDaemonExit(t, g, res) })
 	return fmt.Sprintf("%s with %s: %d passed, %d failed; boot-to-verdict %.1fs (guest userland at %.1fs, mounted at %.1fs); daemon CPU %.1fs; logs in %s",
 		p.name, daemon.name, passed, failed, res.verdict.Seconds(), res.boot.Seconds(), res.mounted.Seconds(), res.daemonCPU.Seconds(), g.logDir)
+}
+
+// tag is what the daemon announces as the device's tag ("" for none).
+func (p pair) tag() string {
+	if p.tagFlag {
+		return "myfs"
+	}
+	return ""
+}
+
+// logRun logs a guest run's timings and the guest's own lines, and fails
+// the test if the guest did not get to the end.
+func logRun(t *testing.T, g *guestRun, res *bootResult) {
+	t.Helper()
+	t.Logf("boot to guest userland %.1fs, to mount %.1fs, to verdict %.1fs, QEMU exit %.1fs; daemon CPU %.1fs",
+		res.boot.Seconds(), res.mounted.Seconds(), res.verdict.Seconds(), res.qemuExit.Seconds(), res.daemonCPU.Seconds())
+	for _, l := range res.info {
+		t.Log(l)
+	}
+	if res.failure != "" || !res.done {
+		why := res.failure
+		if why == "" {
+			why = "the guest stopped before GUESTDONE"
+		}
+		t.Errorf("%s; last console lines (full log %s):\n%s", why,
+			filepath.Join(g.logDir, "console.log"), strings.Join(res.consoleTail, "\n"))
+	}
+}
+
+// reportVerdicts makes a subtest of every verdict in want and of any other
+// the guest reported; host, if not nil, runs in the subtest of a passing
+// one.
+func reportVerdicts(sub func(string, func(*testing.T)), want []string, res *bootResult, host func(t *testing.T, name string)) {
+	names := slices.Clone(want)
+	for _, n := range res.order {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	for _, name := range names {
+		sub(name, func(t *testing.T) {
+			v, reported := res.checks[name]
+			switch {
+			case !reported:
+				t.Fatalf("the guest reported no verdict for %s", name)
+			case !v.pass:
+				t.Fatalf("guest: %s", v.detail)
+			}
+			if host != nil {
+				host(t, name)
+			}
+		})
+	}
+}
+
+func checkDaemonExit(t *testing.T, g *guestRun, res *bootResult) {
+	if res.daemonErr != nil {
+		t.Fatalf("the daemon did not exit cleanly after the guest went away: %v; log %s:\n%s",
+			res.daemonErr, filepath.Join(g.logDir, "daemon.log"), tail(filepath.Join(g.logDir, "daemon.log"), 20))
+	}
+}
+
+// newGuestRun sets up the QEMU side of a boot of pair p.
+func newGuestRun(t *testing.T, setup setupEnv, daemon daemonSpec, p pair) *guestRun {
+	t.Helper()
+	g := &guestRun{
+		kernel:  setup.kernel(t, p.kernel),
+		smp:     p.smp,
+		queues:  p.queues,
+		timeout: envDuration(t, "QEMUTEST_TIMEOUT", 600*time.Second),
+		idle:    envDuration(t, "QEMUTEST_WATCHDOG", defaultWatchdog) + 60*time.Second,
+	}
+	if p.qemu10 {
+		g.qemu = setup.file(t, "QEMU10")
+		g.qemuPrefix = []string{"-L", setup.file(t, "QEMU10_DATA"), "-L", setup.file(t, "QEMU10_BIOS")}
+		g.qemuEnv = []string{"QEMU_MODULE_DIR=" + setup.file(t, "QEMU10_MODULES")}
+		if q := os.Getenv("QEMUTEST_REQUEST_QUEUES"); q != "" {
+			n, err := strconv.Atoi(q)
+			if err != nil || n < 1 {
+				t.Fatalf("QEMUTEST_REQUEST_QUEUES=%q", q)
+			}
+			g.queues = n
+		}
+	} else {
+		g.qemu = setup.file(t, "QEMU72")
+	}
+	if daemon.maxQueues > 0 && g.queues > daemon.maxQueues {
+		t.Logf("%s serves %d request queue(s): num-request-queues=%d instead of %d", daemon.name, daemon.maxQueues, daemon.maxQueues, g.queues)
+		g.queues = daemon.maxQueues
+	}
+	return g
 }
 
 // queueIRQ matches a /proc/interrupts line of a virtio-fs request queue:

@@ -1,14 +1,22 @@
-// Command govirtiofsd shares a host directory with a virtual machine as a
-// vhost-user-fs backend (virtio-fs), or on a host mount point over
-// /dev/fuse. Its options follow virtiofsd's:
+// Command govirtiofsd shares a host directory, or an overlay of several
+// (a union of read-only lower layers and a writable upper, as overlayfs
+// builds it), with a virtual machine as a vhost-user-fs backend
+// (virtio-fs), or on a host mount point over /dev/fuse. Its options follow
+// virtiofsd's:
 //
-//	govirtiofsd --shared-dir DIR --socket-path SOCK [--tag TAG] [--request-queues N]
-//	govirtiofsd --shared-dir DIR --fd N            (a listening socket, as libvirt passes it)
-//	govirtiofsd --shared-dir DIR --mountpoint MNT
+//	govirtiofsd (--shared-dir DIR | --overlay OVERLAY-OPTIONS) --socket-path SOCK [--tag TAG] [--request-queues N]
+//	govirtiofsd (--shared-dir DIR | --overlay OVERLAY-OPTIONS) --fd N   (a listening socket, as libvirt passes it)
+//	govirtiofsd (--shared-dir DIR | --overlay OVERLAY-OPTIONS) --mountpoint MNT
 //	    [--cache never|metadata|auto|always] [--xattr] [--readonly]
 //	    [--thread-pool-size N] [--queue-size N] [--log-level LEVEL]
 //	    [--allow-direct-io] [--writeback] [--posix-acl] [--no-readdirplus]
 //	    [--announce-submounts] [--keep-serving]
+//
+// OVERLAY-OPTIONS are overlayfs's: "lowerdir=L1:L2,upperdir=U,workdir=W"
+// and the options overlay.ParseConfig documents. The overlay reads and
+// writes its layers' own xattrs (whiteouts, opaque directories, redirects)
+// whatever --xattr says; --xattr only turns on the xattr operations of the
+// guest (or host mount), as for --shared-dir.
 //
 // Both "--flag value" and "--flag=value" work. A bad command line prints one
 // line on stderr and exits with status 2; -h or --help prints the options
@@ -16,6 +24,19 @@
 // VMM) disconnects, unless --keep-serving; on a mount point SIGINT or
 // SIGTERM unmounts and exits 0, as does an unmount from outside (umount,
 // fusermount -u). Other failures exit 1.
+//
+// A first argument that is not an option selects mount(8)'s calling
+// convention for filesystem helpers instead, which is also the only one
+// when the program is called as mount.fuse.govirtiofs (the helper mount(8)
+// runs for "mount -t fuse.govirtiofs" and fstab entries of that type):
+//
+//	govirtiofsd SOURCE MOUNTPOINT [-o OPTIONS]... [-f] [-s] [-n] [-v]
+//
+// See mounthelper.go: OPTIONS mix overlay options (with lowerdir SOURCE is
+// only a name and the union is mounted; without, SOURCE is the directory to
+// share), generic mount options and the daemon's own options spelled as -o
+// keys. The command returns once the mount is in place, leaving a daemon in
+// the background that serves it until it is unmounted.
 package main
 
 import (
@@ -37,6 +58,7 @@ import (
 	"github.com/govirtiofs/govirtiofs/fuseproto"
 	"github.com/govirtiofs/govirtiofs/fuseproto/devfuse"
 	"github.com/govirtiofs/govirtiofs/fuseproto/virtiofs"
+	"github.com/govirtiofs/govirtiofs/overlay"
 	"github.com/govirtiofs/govirtiofs/passthrough"
 )
 
@@ -54,7 +76,10 @@ const unmountGrace = 5 * time.Second
 // config is the parsed command line.
 type config struct {
 	sharedDir         string
+	overlay           *overlay.Config // --overlay: serve this union instead of sharedDir
+	source            string          // the mount's source as mount(8) shows it; "" for sharedDir or "overlay"
 	mountpoint        string
+	mountFlags        mountFlags // per-mount flags from -o in the mount(8) convention
 	cache             passthrough.CachePolicy
 	xattr             bool
 	readonly          bool
@@ -90,11 +115,16 @@ var logLevels = map[string]hclog.Level{
 
 // newFlagSet returns the command line's flags, writing into cfg, which
 // holds the defaults.
-func newFlagSet(cfg *config) *flag.FlagSet {
+// overlayOpts, if not nil, receives the --overlay value.
+func newFlagSet(cfg *config, overlayOpts *string) *flag.FlagSet {
 	fs := flag.NewFlagSet(progName, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&cfg.sharedDir, "shared-dir", "", "the host `directory` to share (required)")
+	if overlayOpts == nil {
+		overlayOpts = new(string)
+	}
+	fs.StringVar(&cfg.sharedDir, "shared-dir", "", "the host `directory` to share (this or --overlay is required)")
+	fs.StringVar(overlayOpts, "overlay", "", "share the union of overlay layers these overlayfs `options` describe instead: lowerdir=L1:L2[,upperdir=U,workdir=W][,userxattr,redirect_dir=on|off,index=on|off,metacopy=on|off,...]")
 	fs.StringVar(&cfg.socketPath, "socket-path", "", "listen for the VMM's vhost-user connection on this unix socket `path`")
 	fs.StringVar(&cfg.socketPath, "socket", "", "deprecated spelling of --socket-path")
 	fs.Func("fd", "serve the vhost-user connection on this already listening socket `fd` (as libvirt passes it)", func(s string) error {
@@ -138,7 +168,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 		cfg.cache = p
 		return nil
 	})
-	fs.BoolVar(&cfg.xattr, "xattr", false, "enable extended attributes")
+	fs.BoolVar(&cfg.xattr, "xattr", false, "enable extended attributes (an --overlay uses its layers' xattrs whatever this says)")
 	fs.BoolVar(&cfg.readonly, "readonly", false, "share the directory read-only")
 	fs.Func("thread-pool-size", "`number` of request readers kept waiting (default "+strconv.Itoa(defaultThreads)+"); more start while requests block", func(s string) error {
 		n, err := strconv.Atoi(s)
@@ -168,28 +198,63 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 // returns flag.ErrHelp for -h or --help, and otherwise a one-line error
 // for anything wrong.
 func parseFlags(args []string) (config, error) {
-	cfg := config{cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
-		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
-	fs := newFlagSet(&cfg)
+	cfg := defaultConfig()
+	var overlayOpts string
+	fs := newFlagSet(&cfg, &overlayOpts)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err
 		}
 		return cfg, errors.New(doubleDash(err.Error()))
 	}
+	overlaySet := false
+	fs.Visit(func(f *flag.Flag) { overlaySet = overlaySet || f.Name == "overlay" })
 	switch {
 	case fs.NArg() > 0:
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case cfg.sharedDir == "":
-		return cfg, errors.New("--shared-dir is required")
+	case cfg.sharedDir != "" && overlaySet:
+		return cfg, errors.New("--shared-dir and --overlay exclude each other")
+	case cfg.sharedDir == "" && !overlaySet:
+		return cfg, errors.New("--shared-dir or --overlay is required")
 	case transports(&cfg) == 0:
 		return cfg, errors.New("one of --socket-path, --fd or --mountpoint is required")
 	case transports(&cfg) > 1:
 		return cfg, errors.New("--socket-path, --fd and --mountpoint exclude each other")
-	case cfg.posixACL && !cfg.xattr:
-		return cfg, errors.New("--posix-acl requires --xattr")
 	}
-	return cfg, nil
+	if overlaySet {
+		oc, err := overlay.ParseConfig(overlayOpts)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.overlay = &oc
+	}
+	return cfg, checkConfig(&cfg, "--")
+}
+
+// defaultConfig returns the configuration before any option.
+func defaultConfig() config {
+	return config{cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
+		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
+}
+
+// checkConfig checks the options against each other, naming them with
+// prefix ("--" for the flags, "-o " for mount options).
+func checkConfig(cfg *config, prefix string) error {
+	name := func(flag string) string {
+		if prefix != "--" {
+			flag = strings.ReplaceAll(flag, "-", "_")
+		}
+		return prefix + flag
+	}
+	switch {
+	case cfg.posixACL && !cfg.xattr:
+		return fmt.Errorf("%s requires %s", name("posix-acl"), name("xattr"))
+	case cfg.overlay != nil && cfg.allowDirectIO:
+		return fmt.Errorf("%s does not apply to an overlay", name("allow-direct-io"))
+	case cfg.overlay != nil && cfg.announceSubmounts:
+		return fmt.Errorf("%s does not apply to an overlay", name("announce-submounts"))
+	}
+	return nil
 }
 
 // transports counts the transports the command line names.
@@ -215,9 +280,10 @@ func doubleDash(msg string) string {
 // usage writes the help text.
 func usage(w io.Writer) {
 	var cfg config
-	fs := newFlagSet(&cfg)
-	fmt.Fprintf(w, "usage: %s --shared-dir DIR (--socket-path SOCK | --fd N | --mountpoint MNT) [options]\n\n", progName)
-	fmt.Fprintf(w, "Shares DIR with a VM as a vhost-user-fs backend on SOCK (or the listening\nsocket N), or on the host mount point MNT over /dev/fuse.\n\noptions:\n")
+	fs := newFlagSet(&cfg, nil)
+	fmt.Fprintf(w, "usage: %s (--shared-dir DIR | --overlay OVERLAY-OPTIONS) (--socket-path SOCK | --fd N | --mountpoint MNT) [options]\n", progName)
+	fmt.Fprintf(w, "       %s SOURCE MOUNTPOINT [-o OPTIONS]... [-f]    (mount(8)'s convention; see below)\n\n", progName)
+	fmt.Fprintf(w, "Shares DIR, or the union of overlay layers, with a VM as a vhost-user-fs\nbackend on SOCK (or the listening socket N), or on the host mount point MNT\nover /dev/fuse.\n\noptions:\n")
 	fs.VisitAll(func(f *flag.Flag) {
 		arg, help := flag.UnquoteUsage(f)
 		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
@@ -228,6 +294,7 @@ func usage(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  --%s%s\n        %s\n", f.Name, arg, help)
 	})
+	fmt.Fprint(w, mountUsage)
 }
 
 // serverOptions maps the command line to the FUSE session's options.
@@ -251,11 +318,15 @@ func serverOptions(cfg *config, log hclog.Logger) fuseproto.Options {
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[0], os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run is the daemon: it returns the exit status.
-func run(args []string, stdout, stderr io.Writer) int {
+// run is the command: it returns the exit status. argv0 is the name it was
+// called by.
+func run(argv0 string, args []string, stdout, stderr io.Writer) int {
+	if mountConvention(argv0, args) {
+		return runMount(argv0, args, stdout, stderr)
+	}
 	cfg, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
 		usage(stdout)
@@ -265,8 +336,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
 		return 2
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: progName, Level: cfg.logLevel, Output: stderr})
+	return serve(&cfg, stderr, nil)
+}
+
+// serve is the daemon: it serves cfg's filesystem until the VMM disconnects
+// or the mount ends, and returns the exit status. ready, if not nil, is
+// called once: with nil when the mount is in place, or with the error that
+// stopped the daemon before.
+func serve(cfg *config, stderr io.Writer, ready func(error)) int {
+	_, toSyslog := stderr.(syslogWriter) // syslog adds the time itself
+	log := hclog.New(&hclog.LoggerOptions{Name: progName, Level: cfg.logLevel, Output: stderr, DisableTime: toSyslog})
 	fail := func(err error) int {
+		if ready != nil {
+			ready(err)
+			ready = nil
+		}
 		log.Error(err.Error())
 		if cfg.logLevel == hclog.Off {
 			fmt.Fprintf(stderr, "%s: %v\n", progName, err)
@@ -280,25 +364,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	fs, err := passthrough.New(cfg.sharedDir, passthrough.Options{
-		Cache:             cfg.cache,
-		Xattr:             cfg.xattr,
-		ReadOnly:          cfg.readonly,
-		AnnounceSubmounts: cfg.announceSubmounts,
-		AllowDirectIO:     cfg.allowDirectIO,
-		Logger:            log.Named("passthrough"),
-	})
+	fs, err := newFileSystem(cfg, log)
 	if err != nil {
 		return fail(err)
 	}
 	defer fs.Close()
-	srv := fuseproto.NewServer(fs, serverOptions(&cfg, log))
+	srv := fuseproto.NewServer(fs, serverOptions(cfg, log))
 	if cfg.mountpoint == "" {
-		return serveVhostUser(&cfg, srv, log, sigs, fail)
+		return serveVhostUser(cfg, srv, log, sigs, fail)
 	}
 
 	m, err := devfuse.Mount(cfg.mountpoint, devfuse.MountOptions{
-		Source:             cfg.sharedDir,
+		Source:             cfg.mountSource(),
 		ReadOnly:           cfg.readonly,
 		AllowOther:         true,
 		DefaultPermissions: true,
@@ -311,7 +388,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	done := make(chan error, 1)
 	go func() { done <- m.Serve(srv, cfg.threads) }()
-	log.Info("serving", "shared-dir", cfg.sharedDir, "mountpoint", m.Path(), "cache", cfg.cache.String(), "threads", cfg.threads)
+	if err := cfg.mountFlags.apply(m.Path(), cfg.readonly); err != nil {
+		m.Unmount()
+		<-done
+		return fail(err)
+	}
+	k, v := cfg.what()
+	log.Info("serving", k, v, "mountpoint", m.Path(), "cache", cfg.cache.String(), "threads", cfg.threads)
+	if ready != nil {
+		ready(nil)
+	}
 
 	select {
 	case err := <-done:
@@ -340,6 +426,51 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// fileSystem is what the daemon serves: a passthrough.FS or an overlay.FS.
+type fileSystem interface {
+	fuseproto.FileSystem
+	Close() error
+}
+
+// newFileSystem makes the filesystem cfg describes.
+func newFileSystem(cfg *config, log hclog.Logger) (fileSystem, error) {
+	if cfg.overlay != nil {
+		return newOverlay(cfg, log)
+	}
+	fs, err := passthrough.New(cfg.sharedDir, passthrough.Options{
+		Cache:             cfg.cache,
+		Xattr:             cfg.xattr,
+		ReadOnly:          cfg.readonly,
+		AnnounceSubmounts: cfg.announceSubmounts,
+		AllowDirectIO:     cfg.allowDirectIO,
+		Logger:            log.Named("passthrough"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fs, nil
+}
+
+// what returns the log's key and value for what is served.
+func (cfg *config) what() (string, string) {
+	if cfg.overlay != nil {
+		return "overlay", cfg.overlay.String()
+	}
+	return "shared-dir", cfg.sharedDir
+}
+
+// mountSource is the source of a host mount as mount(8) and
+// /proc/self/mountinfo show it.
+func (cfg *config) mountSource() string {
+	switch {
+	case cfg.source != "":
+		return cfg.source
+	case cfg.overlay != nil:
+		return "overlay"
+	}
+	return cfg.sharedDir
+}
+
 // serveVhostUser runs the virtio-fs device on the --socket-path or --fd
 // listener until the front-end disconnects (or, with --keep-serving, until a
 // signal).
@@ -362,7 +493,8 @@ func serveVhostUser(cfg *config, srv *fuseproto.Server, log hclog.Logger, sigs <
 			Logger:         log.Named("virtiofs"),
 		})
 	}()
-	log.Info("waiting for the vhost-user front-end", "socket", l.Addr().String(), "shared-dir", cfg.sharedDir,
+	k, v := cfg.what()
+	log.Info("waiting for the vhost-user front-end", "socket", l.Addr().String(), k, v,
 		"cache", cfg.cache.String(), "request-queues", cfg.requestQueues)
 	select {
 	case err := <-done:

@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/overlay"
 	"github.com/govirtiofs/govirtiofs/passthrough"
 )
 
@@ -28,6 +31,12 @@ func TestParseFlags(t *testing.T) {
 		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
 	sock := config{sharedDir: "/srv", socketPath: "/run/vfs.sock", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
 		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
+	const ovlOpts = "lowerdir=/l1:/l2:/l3,upperdir=/u,workdir=/w"
+	ovl := &overlay.Config{Lower: []string{"/l1", "/l2", "/l3"}, Upper: "/u", Work: "/w", RedirectDir: true, Index: true, Metacopy: true}
+	withOverlay := func(c config, oc *overlay.Config) config {
+		c.sharedDir, c.overlay = "", oc
+		return c
+	}
 	sockWith := func(f func(c *config)) config {
 		c := sock
 		f(&c)
@@ -62,8 +71,24 @@ func TestParseFlags(t *testing.T) {
 			})},
 		{name: "bool=true", args: append(base, "--xattr=true", "--readonly=false"), want: with(func(c *config) { c.xattr = true })},
 
-		{name: "no args", args: nil, wantErr: "--shared-dir is required"},
-		{name: "no shared dir", args: []string{"--mountpoint", "/mnt"}, wantErr: "--shared-dir is required"},
+		{name: "no args", args: nil, wantErr: "--shared-dir or --overlay is required"},
+		{name: "no shared dir", args: []string{"--mountpoint", "/mnt"}, wantErr: "--shared-dir or --overlay is required"},
+
+		{name: "overlay mountpoint", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt"}, want: withOverlay(def, ovl)},
+		{name: "overlay socket", args: []string{"--overlay=" + ovlOpts, "--socket-path", "/run/vfs.sock", "--tag", "root"},
+			want: withOverlay(sockWith(func(c *config) { c.tag = "root" }), ovl)},
+		{name: "overlay fd", args: []string{"--overlay", ovlOpts, "--fd", "3"}, want: withOverlay(sockWith(func(c *config) { c.socketPath, c.fd = "", 3 }), ovl)},
+		{name: "overlay read-only union", args: []string{"--overlay", `lowerdir=/a\:b:/c,userxattr`, "--mountpoint", "/mnt", "--readonly", "--xattr", "--posix-acl", "--cache=never"},
+			want: withOverlay(with(func(c *config) { c.readonly, c.xattr, c.posixACL, c.cache = true, true, true, passthrough.CacheNever }),
+				&overlay.Config{Lower: []string{"/a:b", "/c"}, UserXattr: true})},
+		{name: "overlay and shared dir", args: append(base, "--overlay", ovlOpts), wantErr: "--shared-dir and --overlay exclude each other"},
+		{name: "overlay empty", args: []string{"--overlay", "", "--mountpoint", "/mnt"}, wantErr: "overlay: lowerdir is required"},
+		{name: "overlay unknown option", args: []string{"--overlay", "lowerdir=/l,bogus", "--mountpoint", "/mnt"}, wantErr: `overlay: unknown option "bogus"`},
+		{name: "overlay upper without work", args: []string{"--overlay", "lowerdir=/l,upperdir=/u", "--mountpoint", "/mnt"}, wantErr: "overlay: upperdir and workdir go together"},
+		{name: "overlay no transport", args: []string{"--overlay", ovlOpts}, wantErr: "one of --socket-path, --fd or --mountpoint is required"},
+		{name: "overlay direct io", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--allow-direct-io"}, wantErr: "--allow-direct-io does not apply to an overlay"},
+		{name: "overlay submounts", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--announce-submounts"}, wantErr: "--announce-submounts does not apply to an overlay"},
+		{name: "overlay acl without xattr", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--posix-acl"}, wantErr: "--posix-acl requires --xattr"},
 		{name: "socket path", args: []string{"--shared-dir", "/srv", "--socket-path", "/run/vfs.sock"}, want: sock},
 		{name: "deprecated --socket", args: []string{"--shared-dir=/srv", "--socket=/run/vfs.sock"}, want: sock},
 		{name: "virtio options", args: []string{"--shared-dir=/srv", "--socket-path=/run/vfs.sock", "--tag", "myfs", "--queue-size", "256", "--request-queues", "4", "--keep-serving"},
@@ -96,7 +121,7 @@ func TestParseFlags(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseFlags(%q): %v", tc.args, err)
 			}
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("parseFlags(%q) = %+v, want %+v", tc.args, got, tc.want)
 			}
 		})
@@ -125,6 +150,14 @@ func TestServerOptions(t *testing.T) {
 	if o.Enable != fuseproto.InitAllowIdmap|fuseproto.InitWritebackCache|fuseproto.InitPosixACL || o.Disable != fuseproto.InitDoReaddirplus|fuseproto.InitReaddirplusAuto {
 		t.Errorf("all options: %+v", o)
 	}
+	// The same options given in mount(8)'s convention.
+	mc, err := parseMountArgs([]string{"/s", "/m", "-o", "writeback,xattr,posix_acl,no_readdirplus,announce_submounts"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o2 := serverOptions(&mc.cfg, hclog.NewNullLogger()); o2.Enable != o.Enable || o2.Disable != o.Disable {
+		t.Errorf("-o options: %+v, want %+v", o2, o)
+	}
 }
 
 // buildDaemon builds the command into a temporary directory.
@@ -142,13 +175,23 @@ func buildDaemon(t *testing.T) string {
 	return bin
 }
 
+// runTimeout bounds runDaemon: a command that returns by itself (a bad
+// command line, mounting in the background) that hangs fails the test.
+const runTimeout = time.Minute
+
 // runDaemon runs bin to its end and returns its exit status and output.
 func runDaemon(t *testing.T, bin string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = 5 * time.Second // a child left holding the output pipes
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %q still running after %v (killed)\nstdout: %s\nstderr: %s", bin, args, runTimeout, &stdout, &stderr)
+	}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -226,6 +269,13 @@ func startDaemon(t *testing.T, bin string, extra ...string) (d *daemon, shared, 
 	t.Helper()
 	shared, mnt = t.TempDir(), t.TempDir()
 	args := append([]string{"--shared-dir", shared, "--mountpoint", mnt}, extra...)
+	return startMounting(t, bin, mnt, args...), shared, mnt
+}
+
+// startMounting starts bin with args and waits for a mount to appear on
+// mnt.
+func startMounting(t *testing.T, bin, mnt string, args ...string) (d *daemon) {
+	t.Helper()
 	d = &daemon{cmd: exec.Command(bin, args...), stderr: new(bytes.Buffer), done: make(chan error, 1)}
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
@@ -248,6 +298,7 @@ func startDaemon(t *testing.T, bin string, extra ...string) (d *daemon, shared, 
 	for mountedFS(t, mnt) == "" {
 		select {
 		case err := <-d.done:
+			d.done <- err // for the cleanup
 			t.Fatalf("daemon exited before mounting: %v\n%s", err, d.stderr)
 		default:
 		}
@@ -256,7 +307,7 @@ func startDaemon(t *testing.T, bin string, extra ...string) (d *daemon, shared, 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return d, shared, mnt
+	return d
 }
 
 // wait waits for the daemon to exit and returns its exit status.

@@ -68,83 +68,90 @@ func waitExit(t *testing.T, cmd *exec.Cmd) int {
 
 // TestDaemonVhostUserSocket runs the daemon as a vhost-user backend on
 // --socket-path (replacing a stale socket file) and on --fd (a listening
-// socket passed as libvirt does), speaks the first message of the protocol
-// to it, and checks that it exits 0 when the front-end disconnects and
-// removes its socket.
+// socket passed as libvirt does), sharing a directory and an overlay,
+// speaks the first message of the protocol to it, and checks that it exits
+// 0 when the front-end disconnects and removes its socket.
 func TestDaemonVhostUserSocket(t *testing.T) {
 	bin := buildDaemon(t)
 	share := t.TempDir()
 	const versionBit = 1 << 32       // VIRTIO_F_VERSION_1
 	const protocolFeatures = 1 << 30 // VHOST_USER_F_PROTOCOL_FEATURES
 
-	t.Run("socket-path", func(t *testing.T) {
-		sock := filepath.Join(t.TempDir(), "vfs.sock")
-		// A stale socket left by a killed daemon is replaced.
-		stale, err := net.Listen("unix", sock)
-		if err != nil {
-			t.Fatal(err)
+	l1, l2, upper, work := overlayLayers(t)
+	for _, name := range []string{"shared-dir", "overlay"} {
+		src := []string{"--shared-dir", share}
+		if name == "overlay" {
+			src = []string{"--overlay", "lowerdir=" + l1 + ":" + l2 + ",upperdir=" + upper + ",workdir=" + work}
 		}
-		stale.(*net.UnixListener).SetUnlinkOnClose(false)
-		stale.Close()
-		cmd := exec.Command(bin, "--shared-dir", share, "--socket-path", sock, "--log-level", "warn")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var c net.Conn
-		for i := 0; ; i++ {
-			if c, err = net.Dial("unix", sock); err == nil {
-				break
+		t.Run(name+" socket-path", func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "vfs.sock")
+			// A stale socket left by a killed daemon is replaced.
+			stale, err := net.Listen("unix", sock)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if i > 200 {
-				cmd.Process.Kill()
-				t.Fatalf("connect: %v", err)
+			stale.(*net.UnixListener).SetUnlinkOnClose(false)
+			stale.Close()
+			cmd := exec.Command(bin, append(src, "--socket-path", sock, "--log-level", "warn")...)
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(25 * time.Millisecond)
-		}
-		if f := getFeatures(t, c); f&versionBit == 0 || f&protocolFeatures == 0 {
-			t.Errorf("features %#x lack VERSION_1 or PROTOCOL_FEATURES", f)
-		}
-		c.Close()
-		if code := waitExit(t, cmd); code != 0 {
-			t.Fatalf("exit status %d after disconnect, want 0", code)
-		}
-		if _, err := os.Lstat(sock); !os.IsNotExist(err) {
-			t.Errorf("socket %s left behind: %v", sock, err)
-		}
-	})
+			var c net.Conn
+			for i := 0; ; i++ {
+				if c, err = net.Dial("unix", sock); err == nil {
+					break
+				}
+				if i > 200 {
+					cmd.Process.Kill()
+					t.Fatalf("connect: %v", err)
+				}
+				time.Sleep(25 * time.Millisecond)
+			}
+			if f := getFeatures(t, c); f&versionBit == 0 || f&protocolFeatures == 0 {
+				t.Errorf("features %#x lack VERSION_1 or PROTOCOL_FEATURES", f)
+			}
+			c.Close()
+			if code := waitExit(t, cmd); code != 0 {
+				t.Fatalf("exit status %d after disconnect, want 0", code)
+			}
+			if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+				t.Errorf("socket %s left behind: %v", sock, err)
+			}
+		})
 
-	t.Run("fd", func(t *testing.T) {
-		sock := filepath.Join(t.TempDir(), "libvirt.sock")
-		l, err := net.Listen("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		f, err := l.(*net.UnixListener).File()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, "--shared-dir", share, "--fd=3", "--log-level", "warn")
-		cmd.ExtraFiles = []*os.File{f}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			cmd.Process.Kill()
-			t.Fatal(err)
-		}
-		if f := getFeatures(t, c); f&versionBit == 0 {
-			t.Errorf("features %#x lack VERSION_1", f)
-		}
-		c.Close()
-		if code := waitExit(t, cmd); code != 0 {
-			t.Fatalf("exit status %d after disconnect, want 0", code)
-		}
-	})
+		t.Run(name+" fd", func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "libvirt.sock")
+			l, err := net.Listen("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			f, err := l.(*net.UnixListener).File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, append(src, "--fd=3", "--log-level", "warn")...)
+			cmd.ExtraFiles = []*os.File{f}
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				cmd.Process.Kill()
+				t.Fatal(err)
+			}
+			if f := getFeatures(t, c); f&versionBit == 0 {
+				t.Errorf("features %#x lack VERSION_1", f)
+			}
+			c.Close()
+			if code := waitExit(t, cmd); code != 0 {
+				t.Fatalf("exit status %d after disconnect, want 0", code)
+			}
+		})
+	}
 
 	t.Run("fd not a socket", func(t *testing.T) {
 		f, err := os.Open(share)

@@ -4,7 +4,9 @@
 #
 # It runs the checker (/bin/guesttest, from guest/main.go), then, when the
 # initramfs carries it, the conformance suite internal/posixtest in a
-# directory of its own. The host test fills in the placeholders:
+# directory of its own. In the overlay mode it runs only the checker's
+# overlay case (guesttest -overlay). The host test fills in the placeholders:
+#   @MODE@       "overlay" for the overlay case, else empty
 #   @CHECKS@     regexp choosing the checker's checks (empty: all)
 #   @POSIXRUN@   the suite's -test.run pattern
 #   @POSIXSKIP@  comma-separated suite tests to leave out
@@ -13,6 +15,7 @@
 #                and the program gets SIGQUIT (a Go program then prints its
 #                goroutines and exits), so the host sees why, not just a hang.
 mnt="$1"
+mode="@MODE@"
 watchdog=@WATCHDOG@
 
 info() { sed 's/^/GUESTINFO   /'; }
@@ -69,6 +72,16 @@ run_watched() {
 }
 
 echo "GUESTINFO mounted: $(grep virtiofs /proc/mounts)"
+
+if [ "$mode" = overlay ]; then
+	echo "GUESTINFO ls -l $mnt:"
+	ls -l "$mnt" | info
+	run_watched "" /bin/guesttest -overlay "$mnt"
+	echo "GUESTINFO interrupts per virtqueue:"
+	grep virtio /proc/interrupts | info
+	exit 0
+fi
+
 echo "GUESTINFO ls -l $mnt/in:"
 ls -l "$mnt/in" | info
 

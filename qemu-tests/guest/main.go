@@ -5,7 +5,13 @@
 //
 // Usage: guesttest [-run REGEXP] MOUNTPOINT
 //
+//	guesttest -overlay MOUNTPOINT
+//
 // -run limits the checks to those whose names match (all when empty).
+//
+// -overlay runs the overlay case instead (see ../internal/ovlcase and
+// overlay.go): MOUNTPOINT is the union `govirtiofsd --overlay` serves, and
+// the checks are the case's steps (overlay_<step>) and overlay_manifest.
 //
 // The host prepares MOUNTPOINT/in (see prepareShare in ../qemu_test.go) and
 // an absent MOUNTPOINT/out. Every check prints one line on the console,
@@ -86,10 +92,15 @@ var checks = []check{
 
 func main() {
 	run := flag.String("run", "", "run only the checks whose names match this regexp")
+	overlay := flag.Bool("overlay", false, "run the overlay case on MOUNTPOINT, a union served by govirtiofsd --overlay")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: guesttest [-run REGEXP] MOUNTPOINT")
+		fmt.Fprintln(os.Stderr, "usage: guesttest [-run REGEXP] MOUNTPOINT\n       guesttest -overlay MOUNTPOINT")
 		os.Exit(2)
+	}
+	if *overlay {
+		runOverlay(flag.Arg(0))
+		return
 	}
 	re, err := regexp.Compile(*run)
 	if err != nil {
