@@ -38,7 +38,7 @@ test: lint build
 ## fuzz-smoke: run each fuzz target for a short while.
 fuzz-smoke:
 	@for t in fuseproto:FuzzHandle fuseproto:FuzzCheckName virtqueue:FuzzPop vhostuser:FuzzDecoders \
-		vhostuser:FuzzSession fuseproto/virtiofs:FuzzChainRequest; do \
+		vhostuser:FuzzSession fuseproto/virtiofs:FuzzChainRequest overlay:FuzzParseFH; do \
 		$(GO) test -run XXX -fuzz "$${t#*:}" -fuzztime 30s "./$${t%%:*}" || exit 1; done
 
 ## bench: Go benchmarks of the hot paths.
