@@ -41,6 +41,9 @@ func (fs *FS) createIn(ctx *fuseproto.Context, parent uint64, name string, typ, 
 	if p.typ != unix.S_IFDIR {
 		return nil, -1, unix.ENOTDIR
 	}
+	if fs.protected(p)&flImmutable != 0 {
+		return nil, -1, unix.EPERM
+	}
 	if e := fs.copyUp(p, true); e != 0 {
 		return nil, -1, e
 	}
@@ -291,6 +294,9 @@ func (fs *FS) Tmpfile(ctx *fuseproto.Context, parent uint64, in *fuseproto.Creat
 	if p.typ != unix.S_IFDIR {
 		return unix.ENOTDIR
 	}
+	if fs.protected(p)&flImmutable != 0 {
+		return unix.EPERM
+	}
 	if e := fs.copyUp(p, true); e != 0 {
 		return e
 	}
@@ -363,7 +369,7 @@ func (fs *FS) Link(ctx *fuseproto.Context, node uint64, newParent uint64, newNam
 	if q.typ != unix.S_IFDIR {
 		return unix.ENOTDIR
 	}
-	if fs.protected(in) != 0 {
+	if fs.protected(in) != 0 || fs.protected(q)&flImmutable != 0 {
 		return unix.EPERM
 	}
 	// A name that exists is refused before anything is copied up.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -115,6 +116,9 @@ func New(cfg Config, opts Options) (*FS, error) {
 		}
 		fs.lowers = append(fs.lowers, l)
 		fs.fsIndex(l.dev)
+	}
+	if err := fs.checkNesting(cfg); err != nil {
+		return nil, err
 	}
 	if fs.upper != nil {
 		if err := fs.setupWork(cfg.Work); err != nil {
@@ -301,3 +305,70 @@ func statx(fd int, st *unix.Statx_t) error { return hostfs.Statx(fd, st) }
 
 // errno converts a host error into the errno for the kernel.
 func errno(err error) fuseproto.Errno { return hostfs.Errno(err) }
+
+// checkNesting refuses layers that contain one another where kernel
+// overlayfs does: the work directory and the upper must be separate
+// subtrees (emptying work/ must never touch the upper), and neither may
+// overlap a lower.
+func (fs *FS) checkNesting(cfg Config) error {
+	if fs.upper == nil {
+		return nil
+	}
+	up, err := ancestry(cfg.Upper)
+	if err != nil {
+		return fmt.Errorf("overlay: upperdir %q: %w", cfg.Upper, err)
+	}
+	wk, err := ancestry(cfg.Work)
+	if err != nil {
+		return fmt.Errorf("overlay: workdir %q: %w", cfg.Work, err)
+	}
+	overlap := func(a, b []objKey) bool { // a inside b, or b inside a
+		return slices.Contains(a, b[0]) || slices.Contains(b, a[0])
+	}
+	if overlap(up, wk) {
+		return fmt.Errorf("overlay: workdir %q and upperdir %q must be separate subtrees", cfg.Work, cfg.Upper)
+	}
+	for _, l := range cfg.Lower {
+		lo, err := ancestry(l)
+		if err != nil {
+			return fmt.Errorf("overlay: lowerdir %q: %w", l, err)
+		}
+		if overlap(up, lo) {
+			return fmt.Errorf("overlay: upperdir %q and lowerdir %q overlap", cfg.Upper, l)
+		}
+		if overlap(wk, lo) {
+			return fmt.Errorf("overlay: workdir %q and lowerdir %q overlap", cfg.Work, l)
+		}
+	}
+	return nil
+}
+
+// ancestry returns the identities of directory path and each of its
+// ancestors up to the root, the directory first.
+func ancestry(path string) ([]objKey, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	var out []objKey
+	for range 4096 {
+		var st unix.Statx_t
+		if err := statx(fd, &st); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		k := keyOf(&st)
+		if len(out) > 0 && out[len(out)-1] == k {
+			break // the root is its own parent
+		}
+		out = append(out, k)
+		up, err := unix.Openat(fd, "..", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return nil, err
+		}
+		fd = up
+	}
+	unix.Close(fd)
+	return out, nil
+}

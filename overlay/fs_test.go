@@ -53,6 +53,43 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
+// TestNewRefusesNestedLayers checks the layer layouts kernel overlayfs
+// refuses: a work directory equal to, inside or around the upper ("workdir
+// and upperdir must be separate subtrees", EINVAL) and layers inside one
+// another (ovl_check_overlapping_layers, ELOOP). Accepting them shows the
+// work directory in the union, and New empties <workdir>/work: with
+// workdir=upperdir that is the guest's own /work.
+func TestNewRefusesNestedLayers(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	p := func(rel string) string { return filepath.Join(dir, rel) }
+	for _, d := range []string{"l", "u", "u/w", "w", "w/u", "l/u", "u/l", "u2", "w2"} {
+		hostMkdirAll(t, p(d))
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"workdir is upperdir", Config{Lower: []string{p("l")}, Upper: p("u"), Work: p("u")}},
+		{"workdir inside upperdir", Config{Lower: []string{p("l")}, Upper: p("u"), Work: p("u/w")}},
+		{"upperdir inside workdir", Config{Lower: []string{p("l")}, Upper: p("w/u"), Work: p("w")}},
+		{"upperdir inside a lower", Config{Lower: []string{p("l")}, Upper: p("l/u"), Work: p("w2")}},
+		{"a lower inside upperdir", Config{Lower: []string{p("u/l")}, Upper: p("u"), Work: p("w2")}},
+		{"workdir inside a lower", Config{Lower: []string{p("u2")}, Upper: p("u"), Work: p("u2")}},
+	}
+	for _, tc := range tests {
+		hostFile(t, p("u/work/precious"), "guest data")
+		fs, err := New(tc.cfg, Options{})
+		if err == nil {
+			fs.Close()
+			t.Errorf("%s: New accepted %s", tc.name, tc.cfg)
+		}
+		if b, err := os.ReadFile(p("u/work/precious")); err != nil || string(b) != "guest data" {
+			t.Errorf("%s: New removed the upper's work/precious (%v)", tc.name, err)
+		}
+	}
+}
+
 // TestDestroyAndClose exercises every kind of state (lookups through three
 // lowers, copy-ups, an indexed hard link, a moved directory, whiteouts,
 // open files and directories, READDIRPLUS lookups, locks, a tmpfile) and

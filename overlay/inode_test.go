@@ -251,3 +251,56 @@ func TestInoUniqueAcrossLayers(t *testing.T) {
 		}
 	}
 }
+
+// TestHardLinksIndexUnlink removes names of a three-way hard-linked lower
+// file with index=on, without writing it first: the link count the union
+// shows follows, and the data stays with the names left.
+func TestHardLinksIndexUnlink(t *testing.T) {
+	u := newUnion(t, tmpfsDir(t), 1, true)
+	hostFile(t, u.L(1, "a"), "shared")
+	for _, n := range []string{"b", "c"} {
+		if err := os.Link(u.L(1, "a"), u.L(1, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lst, _ := hostStat(t, u.L(1, "a"))
+	u.mount()
+	if a := u.entry("a").Attr; a.Nlink != 3 {
+		t.Fatalf("nlink %d, want 3", a.Nlink)
+	}
+	if e := u.unlink("a"); e != 0 {
+		t.Fatal(e)
+	}
+	for i, when := range []string{"same session", "after remount"} {
+		if i == 1 {
+			u.remount()
+		}
+		for _, p := range []string{"b", "c"} {
+			a := u.entry(p).Attr
+			if a.Nlink != 2 || a.Ino != lst.Ino {
+				t.Errorf("%s: %s nlink %d ino %d, want 2, %d", when, p, a.Nlink, a.Ino, lst.Ino)
+			}
+			if got := u.read(p); got != "shared" {
+				t.Errorf("%s: %s reads %q", when, p, got)
+			}
+		}
+		if u.exists("a") {
+			t.Errorf("%s: a is back", when)
+		}
+	}
+	if e := u.unlink("c"); e != 0 {
+		t.Fatal(e)
+	}
+	u.remount()
+	if a := u.entry("b").Attr; a.Nlink != 1 {
+		t.Errorf("after removing two names: b nlink %d, want 1", a.Nlink)
+	}
+	u.write(u.node("b"), "SHARED")
+	u.remount()
+	if got := u.read("b"); got != "SHARED" {
+		t.Errorf("b reads %q", got)
+	}
+	if got := u.ls("/"); len(got) != 1 || got[0] != "b" {
+		t.Errorf("root lists %q", got)
+	}
+}

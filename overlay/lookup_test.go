@@ -356,6 +356,9 @@ func TestRedirectEscape(t *testing.T) {
 				hostDir(t, u.U(name))
 				hostSetxattr(t, u.U(name), redirect, r)
 			}
+			// A control: a redirect inside the layers is followed.
+			hostDir(t, u.U("good"))
+			hostSetxattr(t, u.U("good"), redirect, "/sub")
 			// A lower directory with a redirect for the layers below.
 			hostDir(t, u.L(1, "ld"))
 			hostSetxattr(t, u.L(1, "ld"), redirect, "/../secret")
@@ -385,6 +388,9 @@ func TestRedirectEscape(t *testing.T) {
 			}
 			if got := u.ls("ld"); len(got) != 0 {
 				t.Errorf("ld lists %q", got)
+			}
+			if got := u.ls("good"); !slices.Equal(got, []string{"f", "g"}) {
+				t.Errorf("good (redirect /sub) lists %q, want [f g]", got)
 			}
 			for name := range files {
 				e, errno := u.walk(name)

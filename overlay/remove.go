@@ -38,6 +38,9 @@ func (fs *FS) remove(parent uint64, name string, dir bool) fuseproto.Errno {
 	if p.typ != unix.S_IFDIR {
 		return unix.ENOTDIR
 	}
+	if fs.protected(p) != 0 {
+		return unix.EPERM // nothing leaves an append-only or immutable directory
+	}
 	if e := fs.copyUp(p, true); e != 0 {
 		return e
 	}

@@ -48,6 +48,9 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 	if p.typ != unix.S_IFDIR || q.typ != unix.S_IFDIR {
 		return unix.ENOTDIR
 	}
+	if fs.protected(p) != 0 || fs.protected(q)&flImmutable != 0 {
+		return unix.EPERM
+	}
 	if e := fs.copyUp(p, true); e != 0 {
 		return e
 	}
@@ -141,7 +144,7 @@ func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newPare
 		dst.mu.Lock()
 		defer dst.mu.Unlock()
 	}
-	if fs.protFlags(src) != 0 || (dst != nil && fs.protFlags(dst) != 0) {
+	if fs.protFlags(src) != 0 || (dst != nil && (fs.protFlags(dst) != 0 || fs.protFlags(q) != 0)) {
 		return unix.EPERM
 	}
 	// A metacopy file moves as it is, with a redirect to its data.
