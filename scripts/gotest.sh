@@ -6,7 +6,9 @@
 set -uo pipefail
 mkdir -p bin
 log=bin/test.log
-go test -race -count=1 -timeout 20m -v "$@" 2>&1 | tee "$log" | grep -E '^(=== RUN|--- (FAIL|SKIP)|FAIL|ok|panic)' | grep -v '^=== RUN' || true
+# PIPESTATUS is read right after the pipeline: go test's own status (a
+# trailing "|| true" would make it true's).
+go test -race -count=1 -timeout 20m -v "$@" 2>&1 | tee "$log" | grep -E '^(=== RUN|--- (FAIL|SKIP)|FAIL|ok|panic)' | grep -v '^=== RUN'
 status=${PIPESTATUS[0]}
 passed=$(grep -c -- '--- PASS' "$log")
 failed=$(grep -c -- '--- FAIL' "$log")
