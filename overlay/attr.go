@@ -235,19 +235,7 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 		}
 	}
 	if v&(fuseproto.FattrAtime|fuseproto.FattrMtime|fuseproto.FattrAtimeNow|fuseproto.FattrMtimeNow) != 0 {
-		ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		switch {
-		case v&fuseproto.FattrAtimeNow != 0:
-			ts[0].Nsec = unix.UTIME_NOW
-		case v&fuseproto.FattrAtime != 0:
-			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
-		}
-		switch {
-		case v&fuseproto.FattrMtimeNow != 0:
-			ts[1].Nsec = unix.UTIME_NOW
-		case v&fuseproto.FattrMtime != 0:
-			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
-		}
+		ts := hostfs.SetattrTimes(in)
 		if err := unix.UtimesNanoAt(up, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return errno(err)
 		}
@@ -257,7 +245,7 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 		if err := statx(up, &st); err != nil {
 			return errno(err)
 		}
-		if m := killedMode(uint32(st.Mode)); m != uint32(st.Mode) {
+		if m := hostfs.KilledMode(uint32(st.Mode)); m != uint32(st.Mode) {
 			if err := unix.Fchmodat(fs.procFd, itoa(up), m&0o7777, 0); err != nil {
 				return errno(err)
 			}
@@ -270,16 +258,6 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 	*out = fuseproto.AttrOut{AttrValid: fs.timeout}
 	fillAttr(&out.Attr, ino, &st)
 	return 0
-}
-
-// killedMode returns mode without the set-user-ID bit and, when group
-// execute is set, without the set-group-ID bit.
-func killedMode(mode uint32) uint32 {
-	m := mode &^ unix.S_ISUID
-	if mode&unix.S_IXGRP != 0 {
-		m &^= unix.S_ISGID
-	}
-	return m
 }
 
 // Readlink copies the symlink's target into buf.
@@ -313,10 +291,7 @@ func (fs *FS) Statfs(ctx *fuseproto.Context, node uint64, out *fuseproto.StatfsO
 	if err := unix.Fstatfs(fd, &st); err != nil {
 		return errno(err)
 	}
-	*out = fuseproto.StatfsOut{St: fuseproto.Kstatfs{
-		Blocks: st.Blocks, Bfree: st.Bfree, Bavail: st.Bavail, Files: st.Files, Ffree: st.Ffree,
-		Bsize: uint32(st.Bsize), Namelen: uint32(st.Namelen), Frsize: uint32(st.Frsize),
-	}}
+	hostfs.StatfsOut(&st, out)
 	return 0
 }
 

@@ -81,7 +81,7 @@ func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, ou
 		return errno(err)
 	}
 	if in.OpenFlags&fuseproto.OpenKillSUIDGID != 0 && flags&unix.O_TRUNC != 0 && upper {
-		if err := killSUIDGIDFd(fd); err != nil {
+		if err := hostfs.KillSUIDGIDFd(fd); err != nil {
 			unix.Close(fd)
 			return errno(err)
 		}
@@ -89,18 +89,6 @@ func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, ou
 	h := &handle{fd: fd, ino: ino, flags: flags, upper: upper, gen: gen}
 	*out = fuseproto.OpenOut{Fh: fs.files.add(h), OpenFlags: fs.openFlags}
 	return 0
-}
-
-// killSUIDGIDFd clears the set-ID bits of the regular file open as fd.
-func killSUIDGIDFd(fd int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return err
-	}
-	if m := killedMode(st.Mode); m != st.Mode {
-		return unix.Fchmod(fd, m&0o7777)
-	}
-	return nil
 }
 
 // Read reads straight into dst from the handle's file.
@@ -134,7 +122,7 @@ func (fs *FS) Write(ctx *fuseproto.Context, node uint64, in *fuseproto.WriteIn, 
 		return 0, unix.EBADF
 	}
 	if in.WriteFlags&fuseproto.WriteKillSUIDGID != 0 {
-		if err := killSUIDGIDFd(h.fd); err != nil {
+		if err := hostfs.KillSUIDGIDFd(h.fd); err != nil {
 			return 0, errno(err)
 		}
 	}

@@ -47,33 +47,6 @@ func (fs *FS) attrOut(in *inode, st *unix.Statx_t, out *fuseproto.AttrOut) {
 	fillAttr(&out.Attr, st, in.submount)
 }
 
-// killedMode returns mode without the set-user-ID bit and, if the file is
-// group-executable, without the set-group-ID bit, as the kernel clears them
-// when an unprivileged user writes or truncates a file. (A set-group-ID bit
-// without group execute marks mandatory locking and stays.)
-func killedMode(mode uint32) uint32 {
-	m := mode &^ unix.S_ISUID
-	if mode&unix.S_IXGRP != 0 {
-		m &^= unix.S_ISGID
-	}
-	return m
-}
-
-// killSUIDGIDFd clears the set-ID bits of the regular file open as fd.
-func killSUIDGIDFd(fd int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil
-	}
-	if m := killedMode(st.Mode); m != st.Mode {
-		return unix.Fchmod(fd, m&07777)
-	}
-	return nil
-}
-
 // killSUIDGID clears the set-ID bits of a regular-file inode through its
 // /proc/self/fd entry (chmod does not open the file).
 func (fs *FS) killSUIDGID(in *inode) error {
@@ -85,7 +58,7 @@ func (fs *FS) killSUIDGID(in *inode) error {
 		return err
 	}
 	mode := uint32(st.Mode)
-	if m := killedMode(mode); m != mode {
+	if m := hostfs.KilledMode(mode); m != mode {
 		return fs.chmod(in, m&07777)
 	}
 	return nil

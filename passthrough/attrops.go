@@ -122,19 +122,7 @@ func (fs *FS) Setattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Setattr
 	}
 
 	if v&(fuseproto.FattrAtime|fuseproto.FattrMtime|fuseproto.FattrAtimeNow|fuseproto.FattrMtimeNow) != 0 {
-		ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		switch {
-		case v&fuseproto.FattrAtimeNow != 0:
-			ts[0].Nsec = unix.UTIME_NOW
-		case v&fuseproto.FattrAtime != 0:
-			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
-		}
-		switch {
-		case v&fuseproto.FattrMtimeNow != 0:
-			ts[1].Nsec = unix.UTIME_NOW
-		case v&fuseproto.FattrMtime != 0:
-			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
-		}
+		ts := hostfs.SetattrTimes(in)
 		if err := unix.UtimesNanoAt(ino.fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return hostfs.Errno(err)
 		}
@@ -186,16 +174,7 @@ func (fs *FS) Statfs(ctx *fuseproto.Context, node uint64, out *fuseproto.StatfsO
 	if err := unix.Fstatfs(ino.fd, &st); err != nil {
 		return hostfs.Errno(err)
 	}
-	*out = fuseproto.StatfsOut{St: fuseproto.Kstatfs{
-		Blocks:  st.Blocks,
-		Bfree:   st.Bfree,
-		Bavail:  st.Bavail,
-		Files:   st.Files,
-		Ffree:   st.Ffree,
-		Bsize:   uint32(st.Bsize),
-		Namelen: uint32(st.Namelen),
-		Frsize:  uint32(st.Frsize),
-	}}
+	hostfs.StatfsOut(&st, out)
 	return 0
 }
 

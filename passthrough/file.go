@@ -62,7 +62,7 @@ func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, ou
 		return hostfs.Errno(err)
 	}
 	if in.OpenFlags&fuseproto.OpenKillSUIDGID != 0 && flags&unix.O_TRUNC != 0 {
-		if err := killSUIDGIDFd(fd); err != nil {
+		if err := hostfs.KillSUIDGIDFd(fd); err != nil {
 			unix.Close(fd)
 			return hostfs.Errno(err)
 		}
@@ -129,7 +129,7 @@ func (fs *FS) Create(ctx *fuseproto.Context, parent uint64, name string, in *fus
 			return hostfs.Errno(err)
 		}
 		if in.OpenFlags&fuseproto.OpenKillSUIDGID != 0 && flags&unix.O_TRUNC != 0 {
-			if err := killSUIDGIDFd(fd); err != nil {
+			if err := hostfs.KillSUIDGIDFd(fd); err != nil {
 				unix.Close(fd)
 				unix.Close(pathFd)
 				return hostfs.Errno(err)
@@ -237,7 +237,7 @@ func (fs *FS) Write(ctx *fuseproto.Context, node uint64, in *fuseproto.WriteIn, 
 	}
 	defer fs.files.put(h)
 	if in.WriteFlags&fuseproto.WriteKillSUIDGID != 0 {
-		if err := killSUIDGIDFd(h.fd); err != nil {
+		if err := hostfs.KillSUIDGIDFd(h.fd); err != nil {
 			return 0, hostfs.Errno(err)
 		}
 	}
