@@ -10,7 +10,7 @@ PKGS     := ./...
 all: build
 
 build:
-	$(GO) build -o $(BIN)/govirtiofsd ./cmd/govirtiofsd
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/govirtiofsd ./cmd/govirtiofsd
 
 ## demo: boot a small VM that mounts a share served by govirtiofsd and show it working.
 demo: build

@@ -8,6 +8,7 @@ type DirBuffer struct {
 	buf  []byte
 	max  int
 	plus bool
+	ids  IDMap // maps the owners of READDIRPLUS entries; nil: none
 }
 
 // NewDirBuffer returns a buffer for a reply of at most size bytes, reusing
@@ -79,6 +80,14 @@ func (d *DirBuffer) AddPlus(name string, e *EntryOut, off uint64) bool {
 	start := len(d.buf)
 	d.buf = d.buf[:start+EntryOutSize]
 	encode(d.buf[start:], e)
+	if d.ids != nil {
+		// Map the encoded copy; e stays the FileSystem's.
+		var a Attr
+		off := start + EntryOutSize - AttrSize
+		decode(d.buf[off:], &a)
+		a.UID, a.GID = d.ids.UIDToGuest(a.UID), d.ids.GIDToGuest(a.GID)
+		encode(d.buf[off:], &a)
+	}
 	return d.add(name, e.Attr.Ino, typ, off)
 }
 

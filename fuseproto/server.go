@@ -158,6 +158,8 @@ type request struct {
 	a      args
 	r      Replier
 	sent   bool
+	// forbidden: Options.IDMap refused the caller's uid or gid.
+	forbidden bool
 }
 
 // bigBuf returns the variable-reply buffer with room for n bytes after the
@@ -226,6 +228,10 @@ func (s *Server) handle(st *request, req []byte, payload WriteSource) {
 			return
 		}
 	}
+	st.forbidden = false
+	if s.opts.IDMap != nil {
+		s.mapCaller(st)
+	}
 	if s.debug {
 		s.log.Debug("request", "opcode", opName(h.Opcode), "unique", h.Unique, "nodeid", h.NodeID, "len", h.Len)
 	}
@@ -242,6 +248,9 @@ func (s *Server) handle(st *request, req []byte, payload WriteSource) {
 			return
 		}
 		s.replyErr(st, syscall.EIO)
+		return
+	}
+	if s.refuseForbidden(st) {
 		return
 	}
 	s.dispatch(st, cfg, body, payload)
@@ -375,7 +384,10 @@ func (s *Server) name(st *request, body []byte, use nameUse) (string, []byte, bo
 }
 
 func (s *Server) entryReply(st *request, errno Errno, e *EntryOut) {
-	s.result(st, errno, func() { replyStruct(s, st, e) })
+	s.result(st, errno, func() {
+		s.attrToGuest(&e.Attr)
+		replyStruct(s, st, e)
+	})
 }
 
 func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSource) {
@@ -416,15 +428,25 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 			return
 		}
 		out := zero(&st.a.AttrOut)
-		s.result(st, fs.Getattr(ctx, node, in, out), func() { replyStruct(s, st, out) })
+		s.result(st, fs.Getattr(ctx, node, in, out), func() {
+			s.attrToGuest(&out.Attr)
+			replyStruct(s, st, out)
+		})
 
 	case OpSetattr:
 		in := zero(&st.a.SetattrIn)
 		if _, ok := arg(s, st, body, in); !ok {
 			return
 		}
+		if !s.setattrToHost(in) {
+			s.replyErr(st, syscall.EPERM)
+			return
+		}
 		out := zero(&st.a.AttrOut)
-		s.result(st, fs.Setattr(ctx, node, in, out), func() { replyStruct(s, st, out) })
+		s.result(st, fs.Setattr(ctx, node, in, out), func() {
+			s.attrToGuest(&out.Attr)
+			replyStruct(s, st, out)
+		})
 
 	case OpReadlink:
 		buf := st.bigBuf(MaxSymlinkTargetLen + 1)
@@ -563,6 +585,7 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 			errno = fs.Tmpfile(ctx, node, in, e, o)
 		}
 		s.result(st, errno, func() {
+			s.attrToGuest(&e.Attr)
 			n := encode(st.out[OutHeaderSize:], e)
 			n += encode(st.out[OutHeaderSize+n:], o)
 			s.replyOK(st, OutHeaderSize+n)
@@ -648,6 +671,16 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 			s.replyErr(st, syscall.EINVAL)
 			return
 		}
+		if s.opts.IDMap != nil && isACL(name) {
+			// The value may lie in the client's memory (virtio-fs):
+			// translate a copy.
+			v := append([]byte(nil), rest...)
+			if err := s.opts.IDMap.ACLToHost(v); err != nil {
+				s.replyErr(st, aclErrno(err))
+				return
+			}
+			rest = v
+		}
 		s.simple(st, fs.Setxattr(ctx, node, name, rest, in))
 
 	case OpGetxattr, OpListxattr:
@@ -680,6 +713,12 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 				s.replyErr(st, syscall.ERANGE)
 				return
 			}
+			if s.opts.IDMap != nil && st.hdr.Opcode == OpGetxattr && isACL(name) {
+				if err := s.opts.IDMap.ACLToGuest(buf[OutHeaderSize : OutHeaderSize+n]); err != nil {
+					s.replyErr(st, syscall.EIO)
+					return
+				}
+			}
 			s.replyBuf(st, buf[:OutHeaderSize+n], 0)
 		})
 
@@ -703,6 +742,7 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 		size := int(min(in.Size, s.maxWrite))
 		buf := st.bigBuf(size)
 		st.dir.Reset(buf[OutHeaderSize:], size, st.hdr.Opcode == OpReaddirplus)
+		st.dir.ids = s.opts.IDMap
 		errno := fs.Readdir(ctx, node, in, &st.dir)
 		s.result(st, errno, func() { s.replyBuf(st, buf[:OutHeaderSize+st.dir.Len()], 0) })
 
@@ -827,7 +867,10 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 			return
 		}
 		out := zero(&st.a.StatxOut)
-		s.result(st, fs.Statx(ctx, node, in, out), func() { replyStruct(s, st, out) })
+		s.result(st, fs.Statx(ctx, node, in, out), func() {
+			s.statxToGuest(&out.Stat)
+			replyStruct(s, st, out)
+		})
 
 	case OpNotifyReply:
 		// Replies to notifications we never send: nothing to do.

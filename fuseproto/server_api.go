@@ -37,6 +37,9 @@ type Options struct {
 	CongestionThreshold uint16
 	// Logger receives debug lines per request and warnings; nil discards.
 	Logger hclog.Logger
+	// IDMap, if not nil, translates user and group ids between the client
+	// and the host (see IDMap).
+	IDMap IDMap
 }
 
 // DefaultMaxWrite is the default largest WRITE: 1 MiB, 256 pages, the

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -305,6 +306,11 @@ func (fs *FS) linkAt(fd, dirfd int, name string) error {
 // copyDataUp copies a metacopy file's data from its lower into its upper
 // and then drops the metacopy mark. Caller holds in.mu.
 func (fs *FS) copyDataUp(in *inode) fuseproto.Errno {
+	if len(in.lower) == 0 {
+		// A metacopy upper whose lower data was not found (a lower
+		// changed under us): kernel overlayfs answers EIO too.
+		return unix.EIO
+	}
 	var st unix.Statx_t
 	if err := statx(in.lower[0].fd, &st); err != nil {
 		return errno(err)
@@ -416,7 +422,7 @@ func (fs *FS) copyXattrs(src, dst int, typ uint32) error {
 			}
 			return err
 		}
-		if err := unix.Setxattr(procPath(dst), name, val, 0); err != nil {
+		if err := hostfs.Setxattr(dst, name, val, 0); err != nil {
 			if err == unix.EOPNOTSUPP || (err == unix.EPERM && typ == unix.S_IFLNK) {
 				fs.log.Debug("copy-up skips an xattr the upper does not take", "name", name, "err", err)
 				continue
@@ -429,9 +435,8 @@ func (fs *FS) copyXattrs(src, dst int, typ uint32) error {
 
 // listx lists the xattr names of the inode open as fd.
 func listx(fd int) ([]string, error) {
-	p := procPath(fd)
 	for {
-		n, err := unix.Listxattr(p, nil)
+		n, err := hostfs.Listxattr(fd, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -439,7 +444,7 @@ func listx(fd int) ([]string, error) {
 			return nil, nil
 		}
 		buf := make([]byte, n)
-		n, err = unix.Listxattr(p, buf)
+		n, err = hostfs.Listxattr(fd, buf)
 		if err == unix.ERANGE {
 			continue
 		}
@@ -452,14 +457,13 @@ func listx(fd int) ([]string, error) {
 
 // getxBytes reads an xattr value of any size.
 func getxBytes(fd int, name string) ([]byte, error) {
-	p := procPath(fd)
 	for {
-		n, err := unix.Getxattr(p, name, nil)
+		n, err := hostfs.Getxattr(fd, name, nil)
 		if err != nil {
 			return nil, err
 		}
 		buf := make([]byte, n)
-		n, err = unix.Getxattr(p, name, buf)
+		n, err = hostfs.Getxattr(fd, name, buf)
 		if err == unix.ERANGE {
 			continue
 		}

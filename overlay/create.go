@@ -174,7 +174,7 @@ func (fs *FS) umask(p *inode, umask uint32) uint32 {
 	if umask == 0 || !fs.has(fuseproto.InitPosixACL) {
 		return umask
 	}
-	if _, err := unix.Getxattr(procPath(p.upper), "system.posix_acl_default", nil); err == nil {
+	if _, err := hostfs.Getxattr(p.upper, "system.posix_acl_default", nil); err == nil {
 		return 0
 	}
 	return umask
@@ -193,8 +193,12 @@ func (fs *FS) newEntry(in *inode, out *fuseproto.EntryOut) fuseproto.Errno {
 
 // Mknod creates a regular file, device node, fifo or socket. A character
 // device 0/0 is a whiteout and is refused with EPERM, as kernel overlayfs
-// refuses it, so that no guest can forge one.
+// refuses it, so that no guest can forge one; a read-only union answers
+// EROFS first, as a read-only mount does.
 func (fs *FS) Mknod(ctx *fuseproto.Context, parent uint64, name string, in *fuseproto.MknodIn, out *fuseproto.EntryOut) fuseproto.Errno {
+	if fs.readOnly() {
+		return unix.EROFS
+	}
 	typ := in.Mode & unix.S_IFMT
 	switch typ {
 	case unix.S_IFREG, unix.S_IFBLK, unix.S_IFIFO, unix.S_IFSOCK:

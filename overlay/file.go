@@ -47,10 +47,11 @@ func openKindErr(typ uint32) fuseproto.Errno {
 // Open opens a regular file. Opening a lower file for writing (even if
 // nothing is then written) or with O_TRUNC copies it up first; a read-only
 // open reads the topmost data, and keeps reading it after a later copy-up,
-// as on kernel overlayfs.
+// as on kernel overlayfs. A read-only union refuses O_CREAT too, as
+// passthrough does: the kernel never sends it, a hostile guest may.
 func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, out *fuseproto.OpenOut) fuseproto.Errno {
 	write := writeIntent(int(in.Flags))
-	if write && fs.readOnly() {
+	if (write || in.Flags&unix.O_CREAT != 0) && fs.readOnly() {
 		return unix.EROFS
 	}
 	ino, e := fs.inodes.get(node)

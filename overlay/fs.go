@@ -62,7 +62,8 @@ var _ fuseproto.FileSystem = (*FS)(nil)
 
 // New opens the layers of cfg and returns the union. The work directory
 // gets kernel overlayfs's layout (work/ for temporary objects, emptied
-// here, and index/ with index=on). New sets the process umask to 0, as
+// here, and index/ with index=on), except with Options.ReadOnly, which
+// leaves it untouched. New sets the process umask to 0, as
 // passthrough.New does: the filesystem applies each request's umask itself.
 func New(cfg Config, opts Options) (*FS, error) {
 	if len(cfg.Lower) == 0 {
@@ -143,7 +144,8 @@ func New(cfg Config, opts Options) (*FS, error) {
 
 // setupWork opens the work directory, checks that it shares the upper's
 // filesystem (renames between them must work), and prepares work/ (emptied
-// of what a previous run left) and, with index=on, index/.
+// of what a previous run left) and, with index=on, index/; with
+// Options.ReadOnly it only opens index/, if there is one.
 func (fs *FS) setupWork(path string) error {
 	wd, err := openLayer(path, -1, true)
 	if err != nil {
@@ -152,6 +154,21 @@ func (fs *FS) setupWork(path string) error {
 	defer wd.close()
 	if wd.dev != fs.upper.dev {
 		return fmt.Errorf("overlay: workdir %q and upperdir %q must be on the same filesystem", path, fs.upper.path)
+	}
+	if fs.opts.ReadOnly {
+		// Nothing changes, in the work directory either: work/ is not
+		// made or emptied, and index/ (the copied-up hard links) is
+		// only read, when an earlier writable run made it.
+		if fs.cfg.Index {
+			fd, err := fs.res.OpenBeneath(wd.root, "index", unix.O_PATH|unix.O_DIRECTORY)
+			switch {
+			case err == nil:
+				fs.indexFd = fd
+			case err != unix.ENOENT:
+				return fmt.Errorf("overlay: open %s/index: %w", path, err)
+			}
+		}
+		return nil
 	}
 	open := func(name string) (int, error) {
 		if err := unix.Mkdirat(wd.root, name, 0); err != nil && err != unix.EEXIST {

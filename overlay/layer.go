@@ -3,7 +3,6 @@ package overlay
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -78,11 +77,6 @@ func fsUUID(fd int) [16]byte {
 	}
 	return u.uuid
 }
-
-// procPath is the /proc/self/fd path of a descriptor, for the xattr calls
-// that have no *at form: following it reaches the inode itself, a symlink
-// included, and never a symlink's target.
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // close releases the layer's descriptors.
 func (l *layer) close() {

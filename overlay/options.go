@@ -212,7 +212,8 @@ type Options struct {
 	Cache passthrough.CachePolicy
 	// Xattr enables the extended attribute operations.
 	Xattr bool
-	// ReadOnly refuses every change even when the union has an upper.
+	// ReadOnly refuses every change even when the union has an upper,
+	// and leaves the work directory as it finds it.
 	ReadOnly bool
 	// Logger receives the filesystem's log; nil discards it.
 	Logger hclog.Logger

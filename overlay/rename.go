@@ -20,14 +20,15 @@ const redirectMax = 256
 // directory moved into a merged parent is made opaque. The source name gets
 // a whiteout when a lower layer still holds it. RENAME_NOREPLACE and
 // RENAME_EXCHANGE work as on any filesystem; RENAME_WHITEOUT answers
-// EINVAL, as on kernel overlayfs.
+// EINVAL, as on kernel overlayfs (and, like every flag, EROFS on a
+// read-only union).
 func (fs *FS) Rename(ctx *fuseproto.Context, parent uint64, name string, newParent uint64, newName string, flags uint32) fuseproto.Errno {
+	if fs.readOnly() {
+		return unix.EROFS // RENAME_WHITEOUT too, as on a read-only mount
+	}
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 ||
 		flags == unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE {
 		return unix.EINVAL
-	}
-	if fs.readOnly() {
-		return unix.EROFS
 	}
 	if e := hostfs.ValidName(name); e != 0 {
 		return e

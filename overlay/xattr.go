@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"github.com/govirtiofs/govirtiofs/fuseproto"
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +36,7 @@ func (fs *FS) Setxattr(ctx *fuseproto.Context, node uint64, name string, value [
 	}
 	ino.mu.Lock()
 	defer ino.mu.Unlock()
-	return errno(unix.Setxattr(procPath(ino.upper), fs.x.escape(name), value, int(in.Flags)))
+	return errno(hostfs.Setxattr(ino.upper, fs.x.escape(name), value, int(in.Flags)))
 }
 
 // Getxattr reads an extended attribute of the topmost object.
@@ -52,7 +53,7 @@ func (fs *FS) Getxattr(ctx *fuseproto.Context, node uint64, name string, dst []b
 		dst = nil
 	}
 	ino.mu.Lock()
-	n, err := unix.Getxattr(procPath(ino.top()), fs.x.escape(name), dst)
+	n, err := hostfs.Getxattr(ino.top(), fs.x.escape(name), dst)
 	ino.mu.Unlock()
 	if err != nil {
 		return 0, errno(err)
@@ -111,7 +112,7 @@ func (fs *FS) Removexattr(ctx *fuseproto.Context, node uint64, name string) fuse
 	// Removing a name the object does not have changes nothing and
 	// copies nothing up.
 	ino.mu.Lock()
-	_, err := unix.Getxattr(procPath(ino.top()), fs.x.escape(name), nil)
+	_, err := hostfs.Getxattr(ino.top(), fs.x.escape(name), nil)
 	ino.mu.Unlock()
 	if err != nil {
 		return errno(err)
@@ -124,5 +125,5 @@ func (fs *FS) Removexattr(ctx *fuseproto.Context, node uint64, name string) fuse
 	}
 	ino.mu.Lock()
 	defer ino.mu.Unlock()
-	return errno(unix.Removexattr(procPath(ino.upper), fs.x.escape(name)))
+	return errno(hostfs.Removexattr(ino.upper, fs.x.escape(name)))
 }

@@ -3,6 +3,7 @@ package overlay
 import (
 	"strings"
 
+	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,10 +80,10 @@ func (n *names) unescape(name string) (string, bool) {
 // into a small string; "" with ok false when it is absent or unreadable.
 func getx(fd int, name string) (string, bool) {
 	var buf [512]byte
-	n, err := unix.Getxattr(procPath(fd), name, buf[:])
+	n, err := hostfs.Getxattr(fd, name, buf[:])
 	if err == unix.ERANGE {
 		big := make([]byte, 64<<10)
-		n, err = unix.Getxattr(procPath(fd), name, big)
+		n, err = hostfs.Getxattr(fd, name, big)
 		if err != nil {
 			return "", false
 		}
@@ -96,12 +97,12 @@ func getx(fd int, name string) (string, bool) {
 
 // setx sets a private xattr on the inode open as fd.
 func setx(fd int, name, value string) error {
-	return unix.Setxattr(procPath(fd), name, []byte(value), 0)
+	return hostfs.Setxattr(fd, name, []byte(value), 0)
 }
 
 // removex removes a private xattr, ignoring its absence.
 func removex(fd int, name string) error {
-	err := unix.Removexattr(procPath(fd), name)
+	err := hostfs.Removexattr(fd, name)
 	if err == unix.ENODATA {
 		return nil
 	}

@@ -119,7 +119,7 @@ func (fs *FS) umask(p *inode, umask uint32) uint32 {
 	if umask == 0 || !fs.has(fuseproto.InitPosixACL) {
 		return umask
 	}
-	if _, err := unix.Getxattr(procPath(p), "system.posix_acl_default", nil); err == nil {
+	if _, err := hostfs.Getxattr(p.fd, "system.posix_acl_default", nil); err == nil {
 		return 0
 	}
 	return umask

@@ -153,13 +153,6 @@ func (fs *FS) reopen(in *inode, flags int) (int, error) {
 	}
 }
 
-// procPath returns the /proc/self/fd path of the inode's descriptor, for the
-// system calls that have no *at form. Following it reaches the inode itself,
-// even a symlink, and never the symlink's target.
-func procPath(in *inode) string {
-	return "/proc/self/fd/" + strconv.Itoa(in.fd)
-}
-
 // entry fills out for the inode in with attributes st, as a reply that
 // counts one lookup (which the caller has recorded).
 func (fs *FS) entry(in *inode, st *unix.Statx_t, out *fuseproto.EntryOut) {

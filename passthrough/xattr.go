@@ -32,8 +32,7 @@ func (fs *FS) Setxattr(ctx *fuseproto.Context, node uint64, name string, value [
 		return e
 	}
 	defer fs.inodes.put(ino)
-	path := procPath(ino)
-	if err := unix.Setxattr(path, name, value, int(in.Flags)); err != nil {
+	if err := hostfs.Setxattr(ino.fd, name, value, int(in.Flags)); err != nil {
 		return hostfs.Errno(err)
 	}
 	if in.SetxattrFlags&fuseproto.SetxattrACLKillSGID != 0 && name == posixACLAccess && ino.typ != unix.S_IFLNK {
@@ -66,7 +65,7 @@ func (fs *FS) Getxattr(ctx *fuseproto.Context, node uint64, name string, dst []b
 	if len(dst) == 0 {
 		dst = nil
 	}
-	n, err := unix.Getxattr(procPath(ino), name, dst)
+	n, err := hostfs.Getxattr(ino.fd, name, dst)
 	if err != nil {
 		return 0, hostfs.Errno(err)
 	}
@@ -87,7 +86,7 @@ func (fs *FS) Listxattr(ctx *fuseproto.Context, node uint64, dst []byte) (int, f
 	if len(dst) == 0 {
 		dst = nil
 	}
-	n, err := unix.Listxattr(procPath(ino), dst)
+	n, err := hostfs.Listxattr(ino.fd, dst)
 	if err != nil {
 		return 0, hostfs.Errno(err)
 	}
@@ -107,5 +106,5 @@ func (fs *FS) Removexattr(ctx *fuseproto.Context, node uint64, name string) fuse
 		return e
 	}
 	defer fs.inodes.put(ino)
-	return hostfs.Errno(unix.Removexattr(procPath(ino), name))
+	return hostfs.Errno(hostfs.Removexattr(ino.fd, name))
 }

@@ -257,6 +257,9 @@ func (s *session) ring(i uint32) (*vring, error) {
 // reply, if it has one.
 func (s *session) handle(m *message) ([]byte, error) {
 	p := m.payload
+	if len(p) != 0 && !m.hdr.Request.hasPayload() {
+		return nil, fmt.Errorf("%w: %v with a payload of %d bytes", errMalformed, m.hdr.Request, len(p))
+	}
 	switch m.hdr.Request {
 	case GetFeatures:
 		return EncodeU64(s.features), nil

@@ -24,13 +24,14 @@
 //
 // # Errors
 //
-// A request that fails is answered with a nonzero REPLY_ACK when the
-// front-end asked for one, or logged. The connection is dropped, never the
-// daemon, when the stream cannot be trusted or the front-end could not
-// otherwise learn of the failure: a payload over MaxPayload, a wrong
-// protocol version, too many fds, an unknown request or a vring index
-// beyond the device's queues sent without NEED_REPLY, or a failed request
-// that expects an explicit reply (GET_*; GET_CONFIG answers with an empty
+// A request that fails, including one whose payload is not the size its
+// type has (a request the spec gives no payload must carry none), is
+// answered with a nonzero REPLY_ACK when the front-end asked for one, or
+// logged. The connection is dropped, never the daemon, when the stream
+// cannot be trusted or the front-end could not otherwise learn of the
+// failure: a payload over MaxPayload, a wrong protocol version, too many
+// fds, an unknown request or a vring index beyond the device's queues sent
+// without NEED_REPLY, or a failed request that expects an explicit reply (GET_*; GET_CONFIG answers with an empty
 // payload instead, as the spec says). When the connection ends every ring
 // stops, the Device is reset, the memory table is dropped (regions are
 // unmapped once no chain in flight uses them) and every fd received is

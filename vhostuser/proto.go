@@ -76,6 +76,18 @@ func (r Request) hasReply() bool {
 	return false
 }
 
+// hasPayload reports whether the request carries a payload; the spec gives
+// the others none ("N/A"), and a payload sent with them is refused as
+// malformed.
+func (r Request) hasPayload() bool {
+	switch r {
+	case GetFeatures, SetOwner, ResetOwner, GetProtocolFeatures, GetQueueNum,
+		SetBackendReqFD, ResetDevice, GetMaxMemSlots, GetStatus:
+		return false
+	}
+	return true
+}
+
 // Header flags.
 const (
 	FlagVersion   = 0x1    // version 1 in bits 0-1

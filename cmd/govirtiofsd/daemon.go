@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/govirtiofs/govirtiofs/internal/sandbox"
 )
 
 // readyFDEnv marks the background daemon started by daemonize: its value is
@@ -39,6 +41,9 @@ func runMount(argv0 string, args []string, stdout, stderr io.Writer) int {
 	switch fd := os.Getenv(readyFDEnv); {
 	case mc.fake:
 		return 0
+	case sandbox.IsChild():
+		// The daemon's namespace sandbox re-executed it: serve.
+		return serve(&mc.cfg, stderr, nil)
 	case mc.remount:
 		if err := remount(mc.cfg.mountpoint, mc.cfg.mountFlags, mc.cfg.readonly); err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", progName, err)

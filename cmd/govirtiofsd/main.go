@@ -56,10 +56,12 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
-	"github.com/govirtiofs/govirtiofs/fuseproto/devfuse"
 	"github.com/govirtiofs/govirtiofs/fuseproto/virtiofs"
+	"github.com/govirtiofs/govirtiofs/internal/sandbox"
+	"github.com/govirtiofs/govirtiofs/internal/seccomp"
 	"github.com/govirtiofs/govirtiofs/overlay"
 	"github.com/govirtiofs/govirtiofs/passthrough"
+	"github.com/govirtiofs/govirtiofs/uidmap"
 )
 
 const progName = "govirtiofsd"
@@ -96,6 +98,18 @@ type config struct {
 	queueSize         int
 	requestQueues     int
 	keepServing       bool
+
+	// Identity and isolation.
+	sandbox      sandbox.Mode
+	seccomp      seccomp.Action
+	modcaps      string
+	rlimitNofile uint64
+	rlimitSet    bool             // --rlimit-nofile given
+	uidMap       []uidmap.NSRange // --uid-map: the user namespace's uid map
+	gidMap       []uidmap.NSRange // --gid-map
+	translateUID []string         // --translate-uid rules
+	translateGID []string         // --translate-gid rules
+	uids, gids   *uidmap.Map      // the parsed --translate-uid/--translate-gid
 }
 
 // defaultRequestQueues is the default --request-queues: how many request
@@ -191,6 +205,57 @@ func newFlagSet(cfg *config, overlayOpts *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.posixACL, "posix-acl", false, "enable POSIX ACLs (needs --xattr)")
 	fs.BoolVar(&cfg.noReaddirplus, "no-readdirplus", false, "disable READDIRPLUS")
 	fs.BoolVar(&cfg.announceSubmounts, "announce-submounts", false, "give host mounts inside the shared directory their own st_dev in the guest")
+	fs.Func("sandbox", "sandbox `mechanism`: namespace (new mount, PID, network and IPC namespaces with an empty root), chroot (into the shared directory, for containers) or none (default namespace)", func(s string) error {
+		m, err := sandbox.ParseMode(s)
+		if err != nil {
+			return err
+		}
+		cfg.sandbox = m
+		return nil
+	})
+	fs.Func("seccomp", "`action` for a system call outside the daemon's allow-list: kill, log, trap or none (default kill)", func(s string) error {
+		a, err := seccomp.ParseAction(s)
+		if err != nil {
+			return err
+		}
+		cfg.seccomp = a
+		return nil
+	})
+	fs.StringVar(&cfg.modcaps, "modcaps", "", "change the capabilities the daemon keeps: `+cap:-cap...`, e.g. +sys_admin:-mknod")
+	fs.Func("rlimit-nofile", "set the open-file limit to `N` (0 leaves it unchanged; default: raise it to 1000000 or fs.nr_open)", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return errors.New("want a number, 0 or more")
+		}
+		cfg.rlimitNofile, cfg.rlimitSet = n, true
+		return nil
+	})
+	fs.Func("uid-map", "run unprivileged in a user namespace with this uid `:inside:outside:count:` range (several allowed; newuidmap writes them)", func(s string) error {
+		r, err := uidmap.ParseNSRange(s)
+		if err != nil {
+			return err
+		}
+		cfg.uidMap = append(cfg.uidMap, r)
+		return nil
+	})
+	fs.Func("gid-map", "the user namespace's gid `:inside:outside:count:` ranges, as --uid-map", func(s string) error {
+		r, err := uidmap.ParseNSRange(s)
+		if err != nil {
+			return err
+		}
+		cfg.gidMap = append(cfg.gidMap, r)
+		return nil
+	})
+	fs.Func("translate-uid", "translate uids between guest and host: `TYPE:...` with TYPE guest, host, squash-guest, squash-host, forbid-guest or map (several allowed)", func(s string) error {
+		cfg.translateUID = append(cfg.translateUID, s)
+		_, err := uidmap.Parse([]string{s})
+		return err
+	})
+	fs.Func("translate-gid", "translate gids between guest and host, as --translate-uid (`TYPE:...`)", func(s string) error {
+		cfg.translateGID = append(cfg.translateGID, s)
+		_, err := uidmap.Parse([]string{s})
+		return err
+	})
 	return fs
 }
 
@@ -234,7 +299,8 @@ func parseFlags(args []string) (config, error) {
 // defaultConfig returns the configuration before any option.
 func defaultConfig() config {
 	return config{cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
-		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
+		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues,
+		sandbox: sandbox.Namespace, seccomp: seccomp.Kill}
 }
 
 // checkConfig checks the options against each other, naming them with
@@ -253,6 +319,28 @@ func checkConfig(cfg *config, prefix string) error {
 		return fmt.Errorf("%s does not apply to an overlay", name("allow-direct-io"))
 	case cfg.overlay != nil && cfg.announceSubmounts:
 		return fmt.Errorf("%s does not apply to an overlay", name("announce-submounts"))
+	case (len(cfg.uidMap) > 0 || len(cfg.gidMap) > 0) && cfg.sandbox != sandbox.Namespace:
+		return fmt.Errorf("%s and %s need %s namespace", name("uid-map"), name("gid-map"), name("sandbox"))
+	}
+	if err := uidmap.CheckNSRanges(cfg.uidMap); err != nil {
+		return fmt.Errorf("%s: %v", name("uid-map"), err)
+	}
+	if err := uidmap.CheckNSRanges(cfg.gidMap); err != nil {
+		return fmt.Errorf("%s: %v", name("gid-map"), err)
+	}
+	var err error
+	if len(cfg.translateUID) > 0 {
+		if cfg.uids, err = uidmap.Parse(cfg.translateUID); err != nil {
+			return fmt.Errorf("%s: %v", name("translate-uid"), err)
+		}
+	}
+	if len(cfg.translateGID) > 0 {
+		if cfg.gids, err = uidmap.Parse(cfg.translateGID); err != nil {
+			return fmt.Errorf("%s: %v", name("translate-gid"), err)
+		}
+	}
+	if _, err := cfg.capabilities(); err != nil {
+		return fmt.Errorf("%s: %v", name("modcaps"), err)
 	}
 	return nil
 }
@@ -314,6 +402,14 @@ func serverOptions(cfg *config, log hclog.Logger) fuseproto.Options {
 	if !cfg.announceSubmounts {
 		opts.Disable |= fuseproto.InitSubmounts
 	}
+	if !cfg.uids.Identity() || !cfg.gids.Identity() {
+		opts.IDMap = idMap{uids: cfg.uids, gids: cfg.gids}
+		// With FUSE_ALLOW_IDMAP a kernel of 6.9 or later sends the
+		// caller only with requests that make an inode, so a
+		// forbidden guest id could still change attributes and
+		// xattrs: translation wins over idmapped mounts in the guest.
+		opts.Enable &^= fuseproto.InitAllowIdmap
+	}
 	return opts
 }
 
@@ -343,7 +439,17 @@ func run(argv0 string, args []string, stdout, stderr io.Writer) int {
 // or the mount ends, and returns the exit status. ready, if not nil, is
 // called once: with nil when the mount is in place, or with the error that
 // stopped the daemon before.
+//
+// With the namespace sandbox the process the user started only supervises
+// (runSandboxParent); its child, which runs serve again, does the work.
 func serve(cfg *config, stderr io.Writer, ready func(error)) int {
+	child := sandbox.IsChild()
+	if child {
+		w, closeLog := childLog(stderr)
+		defer closeLog()
+		stderr = w
+		ready = childReport()
+	}
 	_, toSyslog := stderr.(syslogWriter) // syslog adds the time itself
 	log := hclog.New(&hclog.LoggerOptions{Name: progName, Level: cfg.logLevel, Output: stderr, DisableTime: toSyslog})
 	fail := func(err error) int {
@@ -358,6 +464,27 @@ func serve(cfg *config, stderr io.Writer, ready func(error)) int {
 		return 1
 	}
 
+	if child {
+		if err := sandbox.BecomeRoot(); err != nil {
+			return fail(err)
+		}
+		if err := sandbox.PrepareNamespace(); err != nil {
+			return fail(err)
+		}
+	} else {
+		nofile, warn, err := sandbox.SetNofile(cfg.rlimitNofile, cfg.rlimitSet)
+		if err != nil {
+			return fail(err)
+		}
+		if warn != "" {
+			log.Warn(warn)
+		}
+		log.Debug("open-file limit", "rlimit-nofile", nofile)
+		if cfg.sandbox == sandbox.Namespace {
+			return runSandboxParent(cfg, stderr, log, ready, fail)
+		}
+	}
+
 	// Take the signals before mounting, so that one arriving meanwhile
 	// still unmounts.
 	sigs := make(chan os.Signal, 2)
@@ -370,33 +497,38 @@ func serve(cfg *config, stderr io.Writer, ready func(error)) int {
 	}
 	defer fs.Close()
 	srv := fuseproto.NewServer(fs, serverOptions(cfg, log))
-	if cfg.mountpoint == "" {
-		return serveVhostUser(cfg, srv, log, sigs, fail)
-	}
 
-	m, err := devfuse.Mount(cfg.mountpoint, devfuse.MountOptions{
-		Source:             cfg.mountSource(),
-		ReadOnly:           cfg.readonly,
-		AllowOther:         true,
-		DefaultPermissions: true,
-		Logger:             log.Named("devfuse"),
-	})
+	var t *transport
+	if child {
+		t, err = inheritedTransport(cfg, log)
+	} else {
+		t, err = openTransport(cfg, log)
+		if err == nil && t.session != nil {
+			if err = cfg.mountFlags.apply(t.session.Path(), cfg.readonly); err != nil {
+				t.close()
+			}
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}
-	defer m.Close()
-
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(srv, cfg.threads) }()
-	if err := cfg.mountFlags.apply(m.Path(), cfg.readonly); err != nil {
-		m.Unmount()
-		<-done
+	defer t.close()
+	if err := confine(cfg, t, log); err != nil {
 		return fail(err)
 	}
+	if t.session == nil {
+		return serveVhostUser(cfg, t.listener, srv, log, sigs, fail, ready)
+	}
+
+	m := t.session
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(srv, cfg.threads) }()
 	k, v := cfg.what()
-	log.Info("serving", k, v, "mountpoint", m.Path(), "cache", cfg.cache.String(), "threads", cfg.threads)
+	log.Info("serving", k, v, "mountpoint", m.Path(), "cache", cfg.cache.String(), "threads", cfg.threads,
+		"sandbox", cfg.sandbox.String(), "seccomp", cfg.seccomp.String())
 	if ready != nil {
 		ready(nil)
+		ready = nil
 	}
 
 	select {
@@ -407,6 +539,13 @@ func serve(cfg *config, stderr io.Writer, ready func(error)) int {
 		log.Info("unmounted; exiting")
 		return 0
 	case sig := <-sigs:
+		if child {
+			// The mount is the parent's to unmount; it does on a
+			// signal. Reaching here, the child alone was signalled:
+			// closing the session aborts the connection.
+			log.Info("stopping", "signal", sig.String())
+			return 0
+		}
 		log.Info("unmounting", "signal", sig.String())
 	}
 	if err := m.Unmount(); err != nil {
@@ -474,12 +613,7 @@ func (cfg *config) mountSource() string {
 // serveVhostUser runs the virtio-fs device on the --socket-path or --fd
 // listener until the front-end disconnects (or, with --keep-serving, until a
 // signal).
-func serveVhostUser(cfg *config, srv *fuseproto.Server, log hclog.Logger, sigs <-chan os.Signal, fail func(error) int) int {
-	l, cleanup, err := listen(cfg)
-	if err != nil {
-		return fail(err)
-	}
-	defer cleanup()
+func serveVhostUser(cfg *config, l *net.UnixListener, srv *fuseproto.Server, log hclog.Logger, sigs <-chan os.Signal, fail func(error) int, ready func(error)) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -495,7 +629,11 @@ func serveVhostUser(cfg *config, srv *fuseproto.Server, log hclog.Logger, sigs <
 	}()
 	k, v := cfg.what()
 	log.Info("waiting for the vhost-user front-end", "socket", l.Addr().String(), k, v,
-		"cache", cfg.cache.String(), "request-queues", cfg.requestQueues)
+		"cache", cfg.cache.String(), "request-queues", cfg.requestQueues,
+		"sandbox", cfg.sandbox.String(), "seccomp", cfg.seccomp.String())
+	if ready != nil {
+		ready(nil)
+	}
 	select {
 	case err := <-done:
 		if err != nil {

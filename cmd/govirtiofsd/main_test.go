@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/govirtiofs/govirtiofs/internal/sandbox"
+	"github.com/govirtiofs/govirtiofs/internal/seccomp"
 	"github.com/govirtiofs/govirtiofs/internal/testenv"
+	"github.com/govirtiofs/govirtiofs/uidmap"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -28,9 +31,9 @@ import (
 func TestParseFlags(t *testing.T) {
 	base := []string{"--shared-dir", "/srv", "--mountpoint", "/mnt"}
 	def := config{sharedDir: "/srv", mountpoint: "/mnt", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
-		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
+		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues, seccomp: seccomp.Kill}
 	sock := config{sharedDir: "/srv", socketPath: "/run/vfs.sock", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
-		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues}
+		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues, seccomp: seccomp.Kill}
 	const ovlOpts = "lowerdir=/l1:/l2:/l3,upperdir=/u,workdir=/w"
 	ovl := &overlay.Config{Lower: []string{"/l1", "/l2", "/l3"}, Upper: "/u", Work: "/w", RedirectDir: true, Index: true, Metacopy: true}
 	withOverlay := func(c config, oc *overlay.Config) config {
@@ -70,6 +73,38 @@ func TestParseFlags(t *testing.T) {
 				c.xattr, c.readonly, c.allowDirectIO, c.writeback, c.posixACL, c.noReaddirplus, c.announceSubmounts = true, true, true, true, true, true, true
 			})},
 		{name: "bool=true", args: append(base, "--xattr=true", "--readonly=false"), want: with(func(c *config) { c.xattr = true })},
+
+		{name: "sandbox chroot", args: append(base, "--sandbox", "chroot"), want: with(func(c *config) { c.sandbox = sandbox.Chroot })},
+		{name: "sandbox none seccomp log", args: append(base, "--sandbox=none", "--seccomp=log"), want: with(func(c *config) { c.sandbox, c.seccomp = sandbox.None, seccomp.Log })},
+		{name: "seccomp none", args: append(base, "--seccomp", "none"), want: with(func(c *config) { c.seccomp = seccomp.None })},
+		{name: "modcaps", args: append(base, "--modcaps", "+sys_admin:-mknod"), want: with(func(c *config) { c.modcaps = "+sys_admin:-mknod" })},
+		{name: "rlimit", args: append(base, "--rlimit-nofile", "4096"), want: with(func(c *config) { c.rlimitNofile, c.rlimitSet = 4096, true })},
+		{name: "rlimit 0", args: append(base, "--rlimit-nofile=0"), want: with(func(c *config) { c.rlimitSet = true })},
+		{name: "uid and gid maps", args: append(base, "--uid-map=:0:1000:1:", "--uid-map=:1:100000:65535:", "--gid-map", ":0:1000:1:"),
+			want: with(func(c *config) {
+				c.uidMap = []uidmap.NSRange{{Inside: 0, Outside: 1000, Count: 1}, {Inside: 1, Outside: 100000, Count: 65535}}
+				c.gidMap = []uidmap.NSRange{{Inside: 0, Outside: 1000, Count: 1}}
+			})},
+		{name: "translate", args: append(base, "--translate-uid", "map:0:100000:1000", "--translate-uid=forbid-guest:5000:10", "--translate-gid", "squash-guest:0:100:65536"),
+			want: with(func(c *config) {
+				c.translateUID = []string{"map:0:100000:1000", "forbid-guest:5000:10"}
+				c.translateGID = []string{"squash-guest:0:100:65536"}
+				c.uids = mustParseMap(t, c.translateUID)
+				c.gids = mustParseMap(t, c.translateGID)
+			})},
+		{name: "bad sandbox", args: append(base, "--sandbox", "jail"), wantErr: `invalid value "jail" for flag --sandbox: want namespace, chroot or none`},
+		{name: "bad seccomp", args: append(base, "--seccomp", "maybe"), wantErr: `invalid value "maybe" for flag --seccomp: ` + errText(seccomp.ParseAction("maybe"))},
+		{name: "bad modcaps", args: append(base, "--modcaps", "+bogus"), wantErr: `--modcaps: unknown capability "bogus"`},
+		{name: "modcaps no sign", args: append(base, "--modcaps", "chown"), wantErr: `--modcaps: bad entry "chown": want +capability or -capability, separated by ':'`},
+		{name: "modcaps drops what an overlay needs", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--modcaps", "-dac_read_search"}, wantErr: "--modcaps: an overlay needs dac_read_search"},
+		{name: "bad rlimit", args: append(base, "--rlimit-nofile", "-1"), wantErr: `invalid value "-1" for flag --rlimit-nofile: want a number, 0 or more`},
+		{name: "bad uid-map", args: append(base, "--uid-map", "0:1:2"), wantErr: `invalid value "0:1:2" for flag --uid-map: ` + errText(uidmap.ParseNSRange("0:1:2"))},
+		{name: "overlapping uid-map", args: append(base, "--uid-map=:0:1000:10:", "--uid-map=:5:2000:10:"),
+			wantErr: "--uid-map: " + uidmap.CheckNSRanges([]uidmap.NSRange{{Inside: 0, Outside: 1000, Count: 10}, {Inside: 5, Outside: 2000, Count: 10}}).Error()},
+		{name: "uid-map needs namespace", args: append(base, "--uid-map=:0:1000:1:", "--sandbox", "chroot"), wantErr: "--uid-map and --gid-map need --sandbox namespace"},
+		{name: "bad translate", args: append(base, "--translate-uid", "guest:1:2"), wantErr: `invalid value "guest:1:2" for flag --translate-uid: ` + errText(uidmap.Parse([]string{"guest:1:2"}))},
+		{name: "overlapping translate", args: append(base, "--translate-gid", "guest:0:100:10", "--translate-gid", "squash-guest:5:7:1"),
+			wantErr: "--translate-gid: " + errText(uidmap.Parse([]string{"guest:0:100:10", "squash-guest:5:7:1"}))},
 
 		{name: "no args", args: nil, wantErr: "--shared-dir or --overlay is required"},
 		{name: "no shared dir", args: []string{"--mountpoint", "/mnt"}, wantErr: "--shared-dir or --overlay is required"},
@@ -168,7 +203,11 @@ func buildDaemon(t *testing.T) string {
 		t.Fatalf("go command not found: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), progName)
-	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
+	build := exec.Command(goBin, "build", "-o", bin, ".")
+	// The daemon drops capabilities on every thread, which a cgo
+	// binary cannot do (syscall.AllThreadsSyscall).
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -444,4 +483,22 @@ func TestDaemonNoPermission(t *testing.T) {
 	if code != 1 || stderr != want {
 		t.Fatalf("status %d, stderr %q; want 1, %q", code, stderr, want)
 	}
+}
+
+// errText returns the message of a (value, error) pair's error.
+func errText[T any](_ T, err error) string {
+	if err == nil {
+		return "<no error>"
+	}
+	return err.Error()
+}
+
+// mustParseMap parses --translate-* rules for an expected config.
+func mustParseMap(t *testing.T, specs []string) *uidmap.Map {
+	t.Helper()
+	m, err := uidmap.Parse(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

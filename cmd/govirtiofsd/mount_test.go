@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/govirtiofs/govirtiofs/internal/sandbox"
+	"github.com/govirtiofs/govirtiofs/internal/seccomp"
 	"github.com/govirtiofs/govirtiofs/internal/testenv"
 	"github.com/govirtiofs/govirtiofs/overlay"
 	"github.com/govirtiofs/govirtiofs/passthrough"
@@ -126,7 +129,7 @@ func TestParseMountArgs(t *testing.T) {
 		{name: "remount as mount(8) passes it", helper: true,
 			args: []string{"/srv", "/mnt", "-o", "ro,nosuid,nodev,noexec,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other"},
 			want: config{mountpoint: "/mnt", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info, fd: -1, queueSize: 1024,
-				requestQueues: defaultRequestQueues, readonly: true,
+				requestQueues: defaultRequestQueues, readonly: true, sandbox: sandbox.Namespace, seccomp: seccomp.Kill,
 				mountFlags: mountFlags{set: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME, clear: unix.MS_NOATIME | unix.MS_STRICTATIME}},
 			remount: true},
 		{name: "remount daemon option", args: []string{"/srv", "/mnt", "-o", "remount,cache=never"}, wantErr: "-o cache cannot be changed by a remount"},
@@ -222,7 +225,39 @@ func TestMountUsage(t *testing.T) {
 }
 
 // daemonPIDs returns the processes running bin with argument arg.
+//
+// A namespace sandbox's child (whose parent is one of the daemons found) is
+// part of its parent's daemon and not counted.
 func daemonPIDs(t *testing.T, arg string) []int {
+	t.Helper()
+	all := daemonProcs(t, arg)
+	var pids []int
+	for _, pid := range all {
+		if !slices.Contains(all, parentPID(pid)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// parentPID returns the parent of process pid, 0 if it is gone.
+func parentPID(pid int) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// daemonProcs lists every govirtiofsd process with arg among its
+// arguments, sandbox children included.
+func daemonProcs(t *testing.T, arg string) []int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc")
 	if err != nil {

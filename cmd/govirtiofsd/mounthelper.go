@@ -281,7 +281,8 @@ var ignoredOptions = map[string]bool{
 var daemonOptions = map[string]bool{
 	"cache": true, "xattr": true, "readonly": true, "thread-pool-size": true, "log-level": true,
 	"allow-direct-io": true, "writeback": true, "posix-acl": true, "no-readdirplus": true,
-	"announce-submounts": true,
+	"announce-submounts": true, "sandbox": true, "seccomp": true, "modcaps": true, "rlimit-nofile": true,
+	"translate-uid": true, "translate-gid": true,
 }
 
 // mountOption applies one -o option: an overlay option is appended to ovl,

@@ -69,6 +69,10 @@ type MountOptions struct {
 	// Logger receives warnings and errors of the transport; nil discards
 	// them.
 	Logger hclog.Logger
+	// OpenDevice, if not nil, opens /dev/fuse for the session's extra
+	// readers (each is a clone of the session fd) where the path does not
+	// reach it, as in a sandbox; it returns a new read-write descriptor.
+	OpenDevice func() (int, error)
 }
 
 // Session is a mounted FUSE filesystem and its session fd, made by Mount.
@@ -76,6 +80,15 @@ type Session struct {
 	path string // absolute, symlinks resolved
 	fd   int    // session fd; -1 once closed
 	log  hclog.Logger
+	// openDev opens /dev/fuse for a reader.
+	openDev func() (int, error)
+	// attached: mounted by another process (Attach); Unmount and Close
+	// leave the mount alone.
+	attached bool
+	// parent, if >= 0, is an O_PATH descriptor of the mount point's
+	// directory (PinParent), through which unmounting names the mount
+	// point when its path no longer leads there.
+	parent int
 
 	mu        sync.Mutex
 	unmounted bool
@@ -148,7 +161,61 @@ func Mount(mountpoint string, opts MountOptions) (*Session, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Session{path: path, fd: fd, log: log}, nil
+	return &Session{path: path, fd: fd, log: log, openDev: opener(opts), parent: -1}, nil
+}
+
+// PinParent makes Unmount and Close reach the mount point through a
+// descriptor of its directory instead of its path, for a daemon about to
+// chroot(2) away from it. Unmounting then changes the process's working
+// directory to that directory.
+func (s *Session) PinParent() error {
+	fd, err := unix.Open(filepath.Dir(s.path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("mount point %s: %w", s.path, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.parent = fd
+	return nil
+}
+
+// Attach returns a Session for a FUSE mount another process made (a
+// sandbox's parent, which mounts in the host's mount namespace): fd is the
+// session fd it passed on, path the mount point as it sees it, for
+// messages. Serve serves it as usual; Unmount and Close do not unmount (the
+// mount may not even be visible here), they only close fd, which aborts
+// the connection when no other process holds it.
+func Attach(fd int, path string, opts MountOptions) *Session {
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Session{path: path, fd: fd, log: log, openDev: opener(opts), attached: true, parent: -1}
+}
+
+// opener returns the function that opens /dev/fuse for a reader.
+func opener(opts MountOptions) func() (int, error) {
+	if opts.OpenDevice != nil {
+		return opts.OpenDevice
+	}
+	return func() (int, error) { return unix.Open(devFuse, unix.O_RDWR|unix.O_CLOEXEC, 0) }
+}
+
+// SetDeviceOpener replaces the function that opens /dev/fuse for the
+// session's extra readers (see MountOptions.OpenDevice); call it before
+// Serve.
+func (s *Session) SetDeviceOpener(open func() (int, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.openDev = open
+}
+
+// Fd returns the session fd, for handing it to a process that serves it
+// (Attach); -1 once closed.
+func (s *Session) Fd() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fd
 }
 
 // checkMountpoint resolves mountpoint to an absolute path without symlinks
@@ -221,13 +288,13 @@ func (s *Session) Unmount() error {
 }
 
 func (s *Session) unmountLocked() error {
-	if s.unmounted {
+	if s.unmounted || s.attached {
 		return nil
 	}
-	err := umount(s.path, 0)
+	err := s.umount(0)
 	if err == unix.EBUSY {
 		s.log.Warn("mount point is busy; detaching it", "mountpoint", s.path)
-		err = umount(s.path, unix.MNT_DETACH)
+		err = s.umount(unix.MNT_DETACH)
 	}
 	switch err {
 	case nil, unix.EINVAL:
@@ -236,6 +303,18 @@ func (s *Session) unmountLocked() error {
 		return nil
 	}
 	return fmt.Errorf("unmount %s: %w", s.path, err)
+}
+
+// umount unmounts the session's mount point, through PinParent's
+// descriptor if there is one.
+func (s *Session) umount(flags int) error {
+	if s.parent < 0 {
+		return umount(s.path, flags)
+	}
+	if err := unix.Fchdir(s.parent); err != nil {
+		return err
+	}
+	return umount(filepath.Base(s.path), flags)
 }
 
 func umount(path string, flags int) error {
@@ -252,8 +331,8 @@ func umount(path string, flags int) error {
 func (s *Session) detach() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.unmounted {
-		if err := umount(s.path, unix.MNT_DETACH); err == nil || err == unix.EINVAL {
+	if !s.unmounted && !s.attached {
+		if err := s.umount(unix.MNT_DETACH); err == nil || err == unix.EINVAL {
 			s.unmounted = true
 		}
 	}
@@ -268,7 +347,7 @@ func (s *Session) Close() error {
 	defer s.mu.Unlock()
 	err := s.unmountLocked()
 	if err != nil {
-		if e := umount(s.path, unix.MNT_DETACH); e == nil || e == unix.EINVAL {
+		if e := s.umount(unix.MNT_DETACH); e == nil || e == unix.EINVAL {
 			s.unmounted, err = true, nil
 		}
 	}
@@ -283,6 +362,10 @@ func (s *Session) closeFdLocked() {
 	if s.fd >= 0 {
 		unix.Close(s.fd)
 		s.fd = -1
+	}
+	if s.parent >= 0 {
+		unix.Close(s.parent)
+		s.parent = -1
 	}
 }
 

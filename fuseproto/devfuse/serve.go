@@ -142,7 +142,18 @@ func (p *pool) serve() error {
 
 // newReader opens a clone of the session fd and the buffers of a reader.
 func (p *pool) newReader() (*reader, error) {
-	fd, err := unix.Open(devFuse, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := p.s.openDev()
+	if err == unix.EACCES || err == unix.EPERM || err == unix.ENOENT {
+		// The device is out of reach (a user namespace where
+		// /dev/fuse is root's alone, a sandbox): several readers of
+		// one descriptor work too, without the per-reader queues a
+		// clone has.
+		fd, err = unix.FcntlInt(uintptr(p.fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("devfuse: dup of the session fd: %w", err)
+		}
+		return &reader{fd: fd, req: make([]byte, p.bufSize), log: p.log}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("devfuse: open %s: %w", devFuse, err)
 	}

@@ -2,7 +2,9 @@ package hostfs
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"strings"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
 	"github.com/hashicorp/go-hclog"
@@ -32,12 +34,12 @@ func (c Creds) IsRoot() bool { return c.UID == 0 && c.GID == 0 && len(c.Groups) 
 
 // enter switches the locked calling thread to c. Groups go first, while the
 // thread still has its capabilities, then the gid, then the uid.
-func (c Creds) enter() error {
+func (c Creds) enter(noGroups bool) error {
 	groups := c.Groups
 	if groups == nil {
 		groups = []uint32{}
 	}
-	if e := rawSetgroups(groups); e != 0 {
+	if e := rawSetgroups(groups); e != 0 && !noGroups {
 		return e
 	}
 	if !rawSetfsgid(c.GID) || !rawSetfsuid(c.UID) {
@@ -55,6 +57,10 @@ type Switcher struct {
 	// restores after running with a caller's.
 	uid, gid uint32
 	groups   []uint32
+	// noGroups is set in a user namespace whose setgroups is denied
+	// (an unprivileged daemon mapping only its own gid): requests then
+	// run with the daemon's supplementary groups, which are none.
+	noGroups bool
 }
 
 // NewSwitcher records the daemon's effective uid and gid and its
@@ -69,11 +75,13 @@ func NewSwitcher(log hclog.Logger) (*Switcher, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	b, _ := os.ReadFile("/proc/self/setgroups")
 	return &Switcher{
-		log:    log,
-		uid:    uint32(unix.Geteuid()),
-		gid:    uint32(unix.Getegid()),
-		groups: groups,
+		log:      log,
+		uid:      uint32(unix.Geteuid()),
+		gid:      uint32(unix.Getegid()),
+		groups:   groups,
+		noGroups: strings.TrimSpace(string(b)) == "deny",
 	}, nil
 }
 
@@ -101,7 +109,7 @@ func (s *Switcher) AsCaller(c Creds, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		err := c.enter()
+		err := c.enter(s.noGroups)
 		if err == nil {
 			err = fn()
 		}
@@ -122,6 +130,6 @@ func (s *Switcher) AsCaller(c Creds, fn func() error) error {
 func (s *Switcher) restore() bool {
 	ok := rawSetfsuid(s.uid)
 	ok = rawSetfsgid(s.gid) && ok
-	ok = rawSetgroups(s.groups) == 0 && ok
+	ok = (s.noGroups || rawSetgroups(s.groups) == 0) && ok
 	return ok
 }

@@ -55,7 +55,11 @@ func buildDaemon(t *testing.T) string {
 			return
 		}
 		daemonBin.path = filepath.Join(dir, "govirtiofsd")
-		out, err := exec.Command("go", "build", "-o", daemonBin.path, "../../cmd/govirtiofsd").CombinedOutput()
+		build := exec.Command("go", "build", "-o", daemonBin.path, "../../cmd/govirtiofsd")
+		// The daemon drops capabilities on every thread, which a cgo
+		// binary cannot do (syscall.AllThreadsSyscall).
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := build.CombinedOutput()
 		if err != nil {
 			daemonBin.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -5,8 +5,10 @@
 # It runs the checker (/bin/guesttest, from guest/main.go), then, when the
 # initramfs carries it, the conformance suite internal/posixtest in a
 # directory of its own. In the overlay mode it runs only the checker's
-# overlay case (guesttest -overlay). The host test fills in the placeholders:
-#   @MODE@       "overlay" for the overlay case, else empty
+# overlay case (guesttest -overlay), in the idmap mode only its id-mapping
+# case (guesttest -idmap). The host test fills in the placeholders:
+#   @MODE@       "overlay" for the overlay case, "idmap" for the id-mapping
+#                case, else empty
 #   @CHECKS@     regexp choosing the checker's checks (empty: all)
 #   @POSIXRUN@   the suite's -test.run pattern
 #   @POSIXSKIP@  comma-separated suite tests to leave out
@@ -79,6 +81,13 @@ if [ "$mode" = overlay ]; then
 	run_watched "" /bin/guesttest -overlay "$mnt"
 	echo "GUESTINFO interrupts per virtqueue:"
 	grep virtio /proc/interrupts | info
+	exit 0
+fi
+
+if [ "$mode" = idmap ]; then
+	run_watched "" /bin/guesttest -idmap "$mnt"
+	echo "GUESTINFO ls -lnR $mnt:"
+	ls -lnR "$mnt" | info
 	exit 0
 fi
 

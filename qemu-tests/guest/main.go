@@ -6,12 +6,18 @@
 // Usage: guesttest [-run REGEXP] MOUNTPOINT
 //
 //	guesttest -overlay MOUNTPOINT
+//	guesttest -idmap MOUNTPOINT
 //
 // -run limits the checks to those whose names match (all when empty).
 //
 // -overlay runs the overlay case instead (see ../internal/ovlcase and
 // overlay.go): MOUNTPOINT is the union `govirtiofsd --overlay` serves, and
 // the checks are the case's steps (overlay_<step>) and overlay_manifest.
+//
+// -idmap runs the id-mapping case instead (see ../internal/idcase and
+// idmap.go): MOUNTPOINT is a share served with --translate-uid and
+// --translate-gid, the checks are idcase.Checks. For them the checker runs
+// itself as other users with -idmap-op.
 //
 // The host prepares MOUNTPOINT/in (see prepareShare in ../qemu_test.go) and
 // an absent MOUNTPOINT/out. Every check prints one line on the console,
@@ -93,13 +99,22 @@ var checks = []check{
 func main() {
 	run := flag.String("run", "", "run only the checks whose names match this regexp")
 	overlay := flag.Bool("overlay", false, "run the overlay case on MOUNTPOINT, a union served by govirtiofsd --overlay")
+	idmap := flag.Bool("idmap", false, "run the id-mapping case on MOUNTPOINT, a share served with --translate-uid/--translate-gid")
+	idmapOp := flag.String("idmap-op", "", "(the id-mapping case's child) do `op` to the path argument and print OK or ERRNO n")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: guesttest [-run REGEXP] MOUNTPOINT\n       guesttest -overlay MOUNTPOINT")
+		fmt.Fprintln(os.Stderr, "usage: guesttest [-run REGEXP] MOUNTPOINT\n       guesttest -overlay MOUNTPOINT\n       guesttest -idmap MOUNTPOINT")
 		os.Exit(2)
 	}
 	if *overlay {
 		runOverlay(flag.Arg(0))
+		return
+	}
+	if *idmapOp != "" {
+		os.Exit(runIDMapOp(*idmapOp, flag.Arg(0)))
+	}
+	if *idmap {
+		runIDMap(flag.Arg(0))
 		return
 	}
 	re, err := regexp.Compile(*run)
