@@ -43,6 +43,14 @@
 // overlayfs over the same lowers must give the guest's tree but for the
 // mtimes of changed objects (reference). It needs root (tmpfs, overlayfs).
 //
+// TestQEMUIDMap boots a guest (by default the 6.12 pair) against a daemon
+// with --translate-uid/--translate-gid rules (internal/idcase: guest 0 ↔
+// host 200000, guest 1000 ↔ host 201000, guest 666 forbidden): guest root,
+// user 1000 and user 666 create, chown and change objects; the guest checks
+// the owners it sees (warm, after a cold lookup, through READDIRPLUS) and
+// the EPERMs of the forbidden user, and the host checks every object's
+// exact owner afterwards (host_owners).
+//
 // Environment:
 //
 //	GOVIRTIOFSD             the daemon binary (default ../bin/govirtiofsd)
@@ -61,6 +69,7 @@
 //	                        name or kernel version ("6.1", "6.12")
 //	QEMUTEST_OVERLAY_PAIRS  the same for TestQEMUOverlay (default
 //	                        QEMUTEST_PAIRS if set, else "6.12")
+//	QEMUTEST_IDMAP_PAIRS    the same for TestQEMUIDMap
 //	QEMUTEST_CHECKS         regexp: run only the checker's checks it matches
 //	QEMUTEST_POSIX=0        leave out the posixtest suite
 //	QEMUTEST_POSIX_RUN      regexp: run only the suite's tests it matches

@@ -13,10 +13,15 @@
 // SIGTERM), the vhost-user transport (messages with descriptors, guest
 // memory maps, eventfds) and the per-thread credential switch
 // (setfsuid, setfsgid, setgroups as raw system calls). It does not hold
-// what only starting needs (mount, bind, listen, execve, prlimit64, ...),
-// so the daemon must call Install only once it has opened its shared
-// directory, mounted /dev/fuse or started listening on its socket, and
-// started any child it needs.
+// what only starting needs (mount, pivot_root, chroot, capset, prctl,
+// socket, bind, listen, connect, execve, prlimit64, setresuid, ...), so the
+// daemon must call Install last: once it has opened its shared
+// directories, made or inherited its transport (the /dev/fuse mount and
+// its mount flags, the listening socket), connected its log to syslog,
+// entered its sandbox, dropped capabilities and started any child.
+// Neither does it hold socket and connect for later: log/syslog redials
+// /dev/log after a failed write (syslogd restarted), which the filter
+// refuses.
 //
 // The filter admits only the native calling convention: on x86_64 a system
 // call made through the i386 (int 0x80) or x32 ABI kills the process
@@ -97,8 +102,9 @@ func (a Action) ret() (uint32, error) {
 // The filter cannot be removed, and every filter installed later (by this
 // process or a child it starts) only narrows it. Install must come after
 // the daemon's start: see the package comment. It returns an error, and
-// loads nothing, if the kernel lacks seccomp filters or the action, or
-// refuses the filter; the error says which.
+// loads no filter, if the kernel lacks seccomp filters or the action, or
+// refuses the filter; the error says which (no_new_privs may then be set
+// on one thread).
 func Install(a Action) error {
 	if a == None {
 		return nil
