@@ -164,21 +164,27 @@ func (t *transport) close() {
 // confine applies the sandbox, drops capabilities and installs the seccomp
 // filter, once the daemon holds every descriptor it serves through.
 func confine(cfg *config, t *transport, log hclog.Logger) error {
-	// A reader of /dev/fuse needs a fresh open of the device, which the
-	// sandboxes hide: reopen it through /proc/self/fd instead.
-	if t.session != nil && cfg.sandbox != sandbox.None {
-		dev, err := unix.Open("/dev/fuse", unix.O_PATH|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open /dev/fuse: %w", err)
-		}
+	if cfg.sandbox != sandbox.None {
+		// Both sandboxes hide /dev/fuse and the chroot hides /proc: keep
+		// a descriptor of /proc/self/fd to reach them through.
 		procFd, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open /proc/self/fd: %w", err)
 		}
-		name := strconv.Itoa(dev)
-		t.session.SetDeviceOpener(func() (int, error) {
-			return unix.Openat(procFd, name, unix.O_RDWR|unix.O_CLOEXEC, 0)
-		})
+		if t.session != nil {
+			// A reader of /dev/fuse needs a fresh open of the device.
+			dev, err := unix.Open("/dev/fuse", unix.O_PATH|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("open /dev/fuse: %w", err)
+			}
+			name := strconv.Itoa(dev)
+			t.session.SetDeviceOpener(func() (int, error) {
+				return unix.Openat(procFd, name, unix.O_RDWR|unix.O_CLOEXEC, 0)
+			})
+		}
+		if cfg.sandbox == sandbox.Chroot {
+			hostfs.UseProcFd(procFd)
+		}
 	}
 	switch cfg.sandbox {
 	case sandbox.Namespace:
@@ -191,11 +197,6 @@ func confine(cfg *config, t *transport, log hclog.Logger) error {
 				return err
 			}
 		}
-		procFd, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open /proc/self/fd: %w", err)
-		}
-		hostfs.UseProcFd(procFd)
 		if err := sandbox.EnterChroot(cfg.chrootDir()); err != nil {
 			return err
 		}
