@@ -90,6 +90,9 @@ func New(root string, opts Options) (*FS, error) {
 		openFlags:    opts.Cache.OpenFlags(),
 		opendirFlags: opts.Cache.OpendirFlags(),
 	}
+	if opts.Timeout != nil {
+		fs.timeout = *opts.Timeout
+	}
 	sess := make(chan struct{})
 	fs.session.Store(&sess)
 	fs.inodes.init(&inode{

@@ -112,6 +112,9 @@ type Options struct {
 	// its own page cache, and host O_DIRECT needs aligned buffers, which
 	// a FUSE payload (data at an offset inside the request) is not.
 	AllowDirectIO bool
+	// Timeout, if not nil, replaces the cache policy's entry and attribute
+	// timeout (seconds), as the legacy daemon's -o timeout= did.
+	Timeout *uint64
 	// Logger receives warnings and debug lines; nil discards them.
 	Logger hclog.Logger
 }

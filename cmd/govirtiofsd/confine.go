@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/syslog"
 	"net"
 	"os"
 	"os/signal"
@@ -254,8 +253,8 @@ func childLog(stderr io.Writer) (io.Writer, func()) {
 		return stderr, func() {}
 	}
 	os.Unsetenv(envSyslog)
-	if w, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, progName); err == nil {
-		return syslogWriter{w}, func() { w.Close() }
+	if w, err := newSyslog(); err == nil {
+		return w, func() { w.Close() }
 	}
 	return stderr, func() {}
 }
@@ -290,7 +289,7 @@ func runSandboxParent(cfg *config, stderr io.Writer, log hclog.Logger, ready fun
 		return fail(err)
 	}
 	env := []string{envTransportFD + "=3", envReportFD + "=4"}
-	if _, ok := stderr.(syslogWriter); ok {
+	if _, ok := stderr.(*syslogWriter); ok {
 		env = append(env, envSyslog+"=1")
 	}
 	child, err := sandbox.Spawn(sandbox.SpawnOptions{

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/syslog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -111,9 +110,9 @@ func runBackground(cfg *config, fd string) int {
 	// that the daemon does not keep a filesystem busy.
 	os.Chdir("/")
 	var out io.Writer = io.Discard
-	if w, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, progName); err == nil {
+	if w, err := newSyslog(); err == nil {
 		defer w.Close()
-		out = syslogWriter{w}
+		out = w
 	}
 	return serve(cfg, out, func(err error) {
 		msg := readyOK
@@ -123,27 +122,4 @@ func runBackground(cfg *config, fd string) int {
 		report.WriteString(msg + "\n")
 		report.Close()
 	})
-}
-
-// syslogWriter passes the log's lines to syslog at the priority of their
-// hclog level.
-type syslogWriter struct{ w *syslog.Writer }
-
-func (s syslogWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSuffix(string(p), "\n")
-	var err error
-	switch {
-	case strings.Contains(line, "[ERROR]"):
-		err = s.w.Err(line)
-	case strings.Contains(line, "[WARN]"):
-		err = s.w.Warning(line)
-	case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
-		err = s.w.Debug(line)
-	default:
-		err = s.w.Info(line)
-	}
-	if err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }

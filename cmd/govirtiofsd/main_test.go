@@ -30,10 +30,10 @@ import (
 
 func TestParseFlags(t *testing.T) {
 	base := []string{"--shared-dir", "/srv", "--mountpoint", "/mnt"}
-	def := config{sharedDir: "/srv", mountpoint: "/mnt", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
-		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues, seccomp: seccomp.Kill}
-	sock := config{sharedDir: "/srv", socketPath: "/run/vfs.sock", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info,
-		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues, seccomp: seccomp.Kill}
+	def := defaultConfig()
+	def.sharedDir, def.mountpoint = "/srv", "/mnt"
+	sock := defaultConfig()
+	sock.sharedDir, sock.socketPath = "/srv", "/run/vfs.sock"
 	const ovlOpts = "lowerdir=/l1:/l2:/l3,upperdir=/u,workdir=/w"
 	ovl := &overlay.Config{Lower: []string{"/l1", "/l2", "/l3"}, Upper: "/u", Work: "/w", RedirectDir: true, Index: true, Metacopy: true}
 	withOverlay := func(c config, oc *overlay.Config) config {
@@ -106,8 +106,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "overlapping translate", args: append(base, "--translate-gid", "guest:0:100:10", "--translate-gid", "squash-guest:5:7:1"),
 			wantErr: "--translate-gid: " + errText(uidmap.Parse([]string{"guest:0:100:10", "squash-guest:5:7:1"}))},
 
-		{name: "no args", args: nil, wantErr: "--shared-dir or --overlay is required"},
-		{name: "no shared dir", args: []string{"--mountpoint", "/mnt"}, wantErr: "--shared-dir or --overlay is required"},
+		{name: "no args", args: nil, wantErr: "--shared-dir (or -o source=) or --overlay is required"},
+		{name: "no shared dir", args: []string{"--mountpoint", "/mnt"}, wantErr: "--shared-dir (or -o source=) or --overlay is required"},
 
 		{name: "overlay mountpoint", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt"}, want: withOverlay(def, ovl)},
 		{name: "overlay socket", args: []string{"--overlay=" + ovlOpts, "--socket-path", "/run/vfs.sock", "--tag", "root"},
@@ -122,10 +122,12 @@ func TestParseFlags(t *testing.T) {
 		{name: "overlay upper without work", args: []string{"--overlay", "lowerdir=/l,upperdir=/u", "--mountpoint", "/mnt"}, wantErr: "overlay: upperdir and workdir go together"},
 		{name: "overlay no transport", args: []string{"--overlay", ovlOpts}, wantErr: "one of --socket-path, --fd or --mountpoint is required"},
 		{name: "overlay direct io", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--allow-direct-io"}, wantErr: "--allow-direct-io does not apply to an overlay"},
-		{name: "overlay submounts", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--announce-submounts"}, wantErr: "--announce-submounts does not apply to an overlay"},
-		{name: "overlay acl without xattr", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--posix-acl"}, wantErr: "--posix-acl requires --xattr"},
+		{name: "overlay submounts", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--announce-submounts"}, want: withOverlay(def, ovl)},
+		{name: "overlay acl implies xattr", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--posix-acl"},
+			want: withOverlay(with(func(c *config) { c.xattr, c.posixACL = true, true }), ovl)},
 		{name: "socket path", args: []string{"--shared-dir", "/srv", "--socket-path", "/run/vfs.sock"}, want: sock},
-		{name: "deprecated --socket", args: []string{"--shared-dir=/srv", "--socket=/run/vfs.sock"}, want: sock},
+		{name: "deprecated --socket", args: []string{"--shared-dir=/srv", "--socket=/run/vfs.sock"},
+			want: sockWith(func(c *config) { c.deprecated = []string{"--socket: use --socket-path"} })},
 		{name: "virtio options", args: []string{"--shared-dir=/srv", "--socket-path=/run/vfs.sock", "--tag", "myfs", "--queue-size", "256", "--request-queues", "4", "--keep-serving"},
 			want: sockWith(func(c *config) { c.tag, c.queueSize, c.requestQueues, c.keepServing = "myfs", 256, 4, true })},
 		{name: "fd", args: []string{"--shared-dir=/srv", "--fd=3"}, want: sockWith(func(c *config) { c.socketPath, c.fd = "", 3 })},
@@ -143,7 +145,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad log level", args: append(base, "--log-level", "loud"), wantErr: `invalid value "loud" for flag --log-level: want off, error, warn, info, debug or trace`},
 		{name: "bad bool", args: append(base, "--xattr=maybe"), wantErr: `invalid boolean value "maybe" for --xattr: parse error`},
 		{name: "positional", args: append(base, "extra"), wantErr: `unexpected argument "extra"`},
-		{name: "acl without xattr", args: append(base, "--posix-acl"), wantErr: "--posix-acl requires --xattr"},
+		{name: "acl implies xattr", args: append(base, "--posix-acl"), want: with(func(c *config) { c.xattr, c.posixACL = true, true })},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseFlags(tc.args)

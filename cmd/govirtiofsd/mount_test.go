@@ -17,8 +17,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
-	"github.com/govirtiofs/govirtiofs/internal/sandbox"
-	"github.com/govirtiofs/govirtiofs/internal/seccomp"
 	"github.com/govirtiofs/govirtiofs/internal/testenv"
 	"github.com/govirtiofs/govirtiofs/overlay"
 	"github.com/govirtiofs/govirtiofs/passthrough"
@@ -128,9 +126,12 @@ func TestParseMountArgs(t *testing.T) {
 
 		{name: "remount as mount(8) passes it", helper: true,
 			args: []string{"/srv", "/mnt", "-o", "ro,nosuid,nodev,noexec,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other"},
-			want: config{mountpoint: "/mnt", cache: passthrough.CacheAuto, threads: defaultThreads, logLevel: hclog.Info, fd: -1, queueSize: 1024,
-				requestQueues: defaultRequestQueues, readonly: true, sandbox: sandbox.Namespace, seccomp: seccomp.Kill,
-				mountFlags: mountFlags{set: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME, clear: unix.MS_NOATIME | unix.MS_STRICTATIME}},
+			want: func() config {
+				c := defaultConfig()
+				c.mountpoint, c.readonly = "/mnt", true
+				c.mountFlags = mountFlags{set: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME, clear: unix.MS_NOATIME | unix.MS_STRICTATIME}
+				return c
+			}(),
 			remount: true},
 		{name: "remount daemon option", args: []string{"/srv", "/mnt", "-o", "remount,cache=never"}, wantErr: "-o cache cannot be changed by a remount"},
 		{name: "remount overlay option", args: []string{"overlay", "/mnt", "-o", "remount,lowerdir=/l"}, wantErr: "-o lowerdir cannot be changed by a remount"},
@@ -153,7 +154,7 @@ func TestParseMountArgs(t *testing.T) {
 		{name: "flag with value", args: []string{"/srv", "/mnt", "-o", "noexec=1"}, wantErr: "-o noexec takes no value"},
 		{name: "ro with value", args: []string{"/srv", "/mnt", "-o", "ro=yes"}, wantErr: "-o ro takes no value"},
 		{name: "sync", args: []string{"/srv", "/mnt", "-o", "sync"}, wantErr: "-o sync is not supported"},
-		{name: "acl without xattr", args: []string{"/srv", "/mnt", "-o", "posix_acl"}, wantErr: "-o posix_acl requires -o xattr"},
+		{name: "acl implies xattr", args: []string{"/srv", "/mnt", "-o", "posix_acl"}, want: with(func(c *config) { c.xattr, c.posixACL = true, true })},
 		{name: "overlay without lowerdir", args: []string{"overlay", "/mnt", "-o", "upperdir=/u,workdir=/w"}, wantErr: "overlay: lowerdir is required"},
 		{name: "overlay bad value", args: []string{"overlay", "/mnt", "-o", "lowerdir=/l,index=maybe"}, wantErr: `overlay: index="maybe": want on or off`},
 		{name: "overlay upper without work", args: []string{"overlay", "/mnt", "-o", "lowerdir=/l,upperdir=/u"}, wantErr: "overlay: upperdir and workdir go together"},

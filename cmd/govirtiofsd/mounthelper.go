@@ -282,7 +282,8 @@ var daemonOptions = map[string]bool{
 	"cache": true, "xattr": true, "readonly": true, "thread-pool-size": true, "log-level": true,
 	"allow-direct-io": true, "writeback": true, "posix-acl": true, "no-readdirplus": true,
 	"announce-submounts": true, "sandbox": true, "seccomp": true, "modcaps": true, "rlimit-nofile": true,
-	"translate-uid": true, "translate-gid": true,
+	"translate-uid": true, "translate-gid": true, "xattrmap": true, "killpriv-v2": true, "allow-mmap": true,
+	"security-label": true, "preserve-noatime": true, "inode-file-handles": true,
 }
 
 // mountOption applies one -o option: an overlay option is appended to ovl,
