@@ -46,7 +46,8 @@ fuzz-smoke:
 bench:
 	$(GO) test -run XXX -bench . -benchmem $(PKGS)
 
-## install: the daemon into $(PREFIX)/libexec, and the helper mount(8) runs
+## install: the daemon into $(PREFIX)/libexec, its vhost-user descriptor for
+## libvirt into /usr/share/qemu/vhost-user, and the helper mount(8) runs
 ## for "mount -t fuse.govirtiofs" (and fstab lines of that type): a link
 ## mount.fuse.govirtiofs in /sbin, where util-linux looks for helpers
 ## whatever the prefix (/sbin:/sbin/fs.d:/sbin/fs; on merged-/usr systems
@@ -54,11 +55,18 @@ bench:
 PREFIX         ?= /usr
 LIBEXECDIR     ?= $(PREFIX)/libexec
 MOUNTHELPERDIR ?= /sbin
+# VHOSTUSERDIR holds the vhost-user backend descriptor libvirt reads to find
+# a virtio-fs daemon (QEMU's docs/interop/vhost-user.json); 40- sorts before
+# virtiofsd's 50-, so libvirt prefers govirtiofsd when both are installed.
+VHOSTUSERDIR   ?= /usr/share/qemu/vhost-user
 
 install: build
 	install -D -m 0755 $(BIN)/govirtiofsd $(DESTDIR)$(LIBEXECDIR)/govirtiofsd
 	install -d $(DESTDIR)$(MOUNTHELPERDIR)
 	ln -sfn $(LIBEXECDIR)/govirtiofsd $(DESTDIR)$(MOUNTHELPERDIR)/mount.fuse.govirtiofs
+	install -d $(DESTDIR)$(VHOSTUSERDIR)
+	sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|' packaging/govirtiofsd.json.in > $(DESTDIR)$(VHOSTUSERDIR)/40-govirtiofsd.json
+	chmod 0644 $(DESTDIR)$(VHOSTUSERDIR)/40-govirtiofsd.json
 
 clean:
 	rm -rf $(BIN)

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -59,7 +62,49 @@ func TestMakeInstall(t *testing.T) {
 			if code != 0 || !strings.Contains(stdout, "SOURCE MOUNTPOINT") {
 				t.Errorf("installed binary --help: status %d, %q", code, stdout)
 			}
+			checkDescriptor(t, filepath.Join(dest, "usr/share/qemu/vhost-user/40-govirtiofsd.json"), tc.bin, filepath.Join(dest, tc.bin))
 		})
+	}
+}
+
+// checkDescriptor checks the vhost-user backend descriptor make install
+// wrote, as libvirt reads it (src/util/virvhostuser.c, QEMU's
+// docs/interop/vhost-user.json): type "fs", an absolute binary path that
+// names the installed daemon, features libvirt knows, and the same features
+// the binary's --print-capabilities reports.
+func checkDescriptor(t *testing.T, path, binary, installed string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("descriptor: %v", err)
+	}
+	var d struct {
+		Description string   `json:"description"`
+		Type        string   `json:"type"`
+		Binary      string   `json:"binary"`
+		Features    []string `json:"features"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		t.Fatalf("descriptor %s: %v\n%s", path, err, b)
+	}
+	if d.Type != "fs" || d.Binary != binary || d.Description == "" {
+		t.Errorf("descriptor %+v, want type fs and binary %s", d, binary)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("descriptor mode %v, %v; want 0644", st, err)
+	}
+	code, stdout, stderr := runDaemon(t, installed, "--print-capabilities")
+	var caps struct {
+		Type     string   `json:"type"`
+		Features []string `json:"features"`
+	}
+	if code != 0 || json.Unmarshal([]byte(stdout), &caps) != nil {
+		t.Fatalf("--print-capabilities: status %d, %q, %q", code, stdout, stderr)
+	}
+	if caps.Type != d.Type || !reflect.DeepEqual(caps.Features, d.Features) {
+		t.Errorf("--print-capabilities %+v differs from the descriptor %+v", caps, d)
 	}
 }
 

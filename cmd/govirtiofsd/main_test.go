@@ -171,29 +171,42 @@ func TestParseFlags(t *testing.T) {
 }
 
 func TestServerOptions(t *testing.T) {
-	cfg, err := parseFlags([]string{"--shared-dir=/s", "--mountpoint=/m"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := serverOptions(&cfg, hclog.NewNullLogger())
-	if o.Enable != fuseproto.InitAllowIdmap || o.Disable != fuseproto.InitSubmounts || o.MaxWrite != fuseproto.DefaultMaxWrite {
-		t.Errorf("defaults: %+v", o)
-	}
-	cfg, err = parseFlags([]string{"--shared-dir=/s", "--mountpoint=/m", "--writeback", "--xattr", "--posix-acl", "--no-readdirplus", "--announce-submounts"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o = serverOptions(&cfg, hclog.NewNullLogger())
-	if o.Enable != fuseproto.InitAllowIdmap|fuseproto.InitWritebackCache|fuseproto.InitPosixACL || o.Disable != fuseproto.InitDoReaddirplus|fuseproto.InitReaddirplusAuto {
-		t.Errorf("all options: %+v", o)
-	}
-	// The same options given in mount(8)'s convention.
-	mc, err := parseMountArgs([]string{"/s", "/m", "-o", "writeback,xattr,posix_acl,no_readdirplus,announce_submounts"}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o2 := serverOptions(&mc.cfg, hclog.NewNullLogger()); o2.Enable != o.Enable || o2.Disable != o.Disable {
-		t.Errorf("-o options: %+v, want %+v", o2, o)
+	const idmap = fuseproto.InitAllowIdmap
+	for _, tc := range []struct {
+		args            []string
+		mount           []string // the same in mount(8)'s convention; nil: none
+		enable, disable uint64
+	}{
+		{args: nil, enable: idmap},
+		{args: []string{"--no-announce-submounts"}, enable: idmap, disable: fuseproto.InitSubmounts},
+		{args: []string{"--writeback", "--xattr", "--posix-acl", "--no-readdirplus", "--announce-submounts"},
+			mount:  []string{"-o", "writeback,xattr,posix_acl,no_readdirplus,announce_submounts"},
+			enable: idmap | fuseproto.InitWritebackCache | fuseproto.InitPosixACL, disable: fuseproto.InitDoReaddirplus | fuseproto.InitReaddirplusAuto},
+		{args: []string{"--killpriv-v2", "--allow-mmap", "--security-label"},
+			mount:  []string{"-o", "killpriv_v2,allow_mmap,security_label"},
+			enable: idmap | fuseproto.InitHandleKillprivV2 | fuseproto.InitDirectIOAllowMmap | fuseproto.InitSecurityCtx},
+		{args: []string{"-o", "no_flock,no_posix_lock"}, enable: idmap, disable: fuseproto.InitFlockLocks | fuseproto.InitPosixLocks},
+		{args: []string{"-o", "flock,posix_lock"}, enable: idmap},
+		{args: []string{"--translate-uid", "map:0:1000:1"}, enable: 0},
+	} {
+		cfg, err := parseFlags(append([]string{"--shared-dir=/s", "--mountpoint=/m"}, tc.args...))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		o := serverOptions(&cfg, hclog.NewNullLogger())
+		if o.Enable != tc.enable || o.Disable != tc.disable || o.MaxWrite != fuseproto.DefaultMaxWrite {
+			t.Errorf("%q: enable %#x disable %#x, want %#x and %#x", tc.args, o.Enable, o.Disable, tc.enable, tc.disable)
+		}
+		if tc.mount == nil {
+			continue
+		}
+		mc, err := parseMountArgs(append([]string{"/s", "/m"}, tc.mount...), false)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.mount, err)
+		}
+		if o2 := serverOptions(&mc.cfg, hclog.NewNullLogger()); o2.Enable != o.Enable || o2.Disable != o.Disable {
+			t.Errorf("%q: %+v, want %+v", tc.mount, o2, o)
+		}
 	}
 }
 

@@ -3,10 +3,15 @@ package main
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/govirtiofs/govirtiofs/internal/testenv"
+	"golang.org/x/sys/unix"
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -166,4 +171,182 @@ func TestDaemonVhostUserSocket(t *testing.T) {
 			t.Fatalf("exit status %d, want 1; output %s", cmd.ProcessState.ExitCode(), out)
 		}
 	})
+}
+
+// TestDaemonSocketGroup runs the daemon with --socket-group as virtiofsd
+// runs it: the socket belongs to the group and only owner and group may
+// connect; SOCK.pid holds the daemon's pid and keeps a second daemon off
+// the same socket; both go away when the daemon exits.
+func TestDaemonSocketGroup(t *testing.T) {
+	bin := buildDaemon(t)
+	grp, err := user.LookupGroup("nogroup")
+	if err != nil {
+		testenv.Missing(t, "group nogroup: %v", err)
+	}
+	gid, _ := strconv.Atoi(grp.Gid)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "vfs.sock")
+	cmd := exec.Command(bin, "--shared-dir", t.TempDir(), "--socket-path", sock, "--socket-group", "nogroup", "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var c net.Conn
+	for i := 0; ; i++ {
+		if c, err = net.Dial("unix", sock); err == nil {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("connect: %v", err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(sock, &st); err != nil {
+		t.Fatal(err)
+	}
+	if int(st.Gid) != gid || st.Mode&0o777 != 0o770 {
+		t.Errorf("socket gid %d mode %#o, want gid %d (nogroup) and 0770", st.Gid, st.Mode&0o777, gid)
+	}
+	pid, err := os.ReadFile(sock + ".pid")
+	if err != nil || strings.TrimSpace(string(pid)) == "" {
+		t.Errorf("pid file: %q, %v", pid, err)
+	}
+	// A second daemon on the same socket path refuses to start.
+	out, err := exec.Command(bin, "--shared-dir", t.TempDir(), "--socket-path", sock, "--sandbox", "none").CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "another daemon serves this socket") {
+		t.Errorf("second daemon: exit %d, %q; want 1 and the pid file's message", code, out)
+	}
+	if _, err := os.Lstat(sock); err != nil {
+		t.Errorf("the second daemon removed the first one's socket: %v", err)
+	}
+	c.Close()
+	if code := waitExit(t, cmd); code != 0 {
+		t.Fatalf("exit status %d, want 0", code)
+	}
+	for _, p := range []string{sock, sock + ".pid"} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+
+	out, err = exec.Command(bin, "--shared-dir", dir, "--socket-path", sock, "--socket-group", "no-such-group-here").CombinedOutput()
+	if code := exitCode(err); code != 1 || !strings.Contains(string(out), "--socket-group") {
+		t.Errorf("unknown group: exit %d, %q", code, out)
+	}
+}
+
+// exitCode is the exit status of a finished command's error.
+func exitCode(err error) int {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// TestDaemonSyslog runs Kata's command line (--syslog, --fd=3) with a
+// private /dev whose /dev/log is the test's datagram socket: the lines
+// arrive in syslog format at the right priorities, also from the
+// sandboxed, seccomp-confined child after it pivoted away from /dev/log.
+func TestDaemonSyslog(t *testing.T) {
+	bin := buildDaemon(t)
+	dir := t.TempDir()
+	logSock := filepath.Join(dir, "log")
+	lc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: logSock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	lines := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := lc.Read(buf)
+			if err != nil {
+				close(lines)
+				return
+			}
+			lines <- string(buf[:n])
+		}
+	}()
+	vsock := filepath.Join(dir, "kata.sock")
+	l, err := net.Listen("unix", vsock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	realDev := filepath.Join(dir, "realdev")
+	if err := os.Mkdir(realDev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A private /dev: the real nodes the daemon needs, and our /dev/log.
+	script := `set -e
+mount --make-rprivate /
+mount --bind /dev "$REALDEV"
+mount -t tmpfs tmpfs /dev
+for n in null zero urandom; do touch /dev/$n; mount --bind "$REALDEV/$n" /dev/$n; done
+touch /dev/log; mount --bind "$LOGSOCK" /dev/log
+exec "$@"`
+	cmd := exec.Command("unshare", "--mount", "sh", "-c", script, "sh", bin,
+		"--syslog", "--cache=auto", "--shared-dir="+t.TempDir(), "--fd=3", "--thread-pool-size=1", "--announce-submounts", "--inode-file-handles=prefer", "--log-level=debug")
+	cmd.Env = append(os.Environ(), "REALDEV="+realDev, "LOGSOCK="+logSock)
+	cmd.ExtraFiles = []*os.File{f}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	c, err := net.Dial("unix", vsock)
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	getFeatures(t, c)
+	c.Close()
+	if code := waitExit(t, cmd); code != 0 {
+		t.Fatalf("exit status %d, stderr %q", code, stderr.String())
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr %q, want everything in syslog", stderr.String())
+	}
+	var got []string
+	timeout := time.After(5 * time.Second)
+	for done := false; !done; {
+		select {
+		case line := <-lines:
+			got = append(got, line)
+			done = strings.Contains(line, "front-end disconnected")
+		case <-timeout:
+			done = true
+		}
+	}
+	want := map[string]string{ // message → priority (daemon facility)
+		"waiting for the vhost-user front-end": "<30>",
+		"front-end disconnected":               "<30>",
+		"GET_FEATURES":                         "<31>",
+	}
+	for msg, pri := range want {
+		found := false
+		for _, line := range got {
+			if strings.Contains(line, msg) {
+				found = true
+				if !strings.HasPrefix(line, pri) || !strings.Contains(line, " govirtiofsd[") {
+					t.Errorf("syslog line %q: want priority %s and tag govirtiofsd[PID]", line, pri)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no syslog line with %q in %q", msg, got)
+		}
+	}
 }
