@@ -39,7 +39,8 @@ test: lint build
 fuzz-smoke:
 	@for t in fuseproto:FuzzHandle fuseproto:FuzzCheckName virtqueue:FuzzPop vhostuser:FuzzDecoders \
 		vhostuser:FuzzSession fuseproto/virtiofs:FuzzChainRequest overlay:FuzzParseFH \
-		uidmap:FuzzParse uidmap:FuzzParseNSRange uidmap:FuzzTranslateACL; do \
+		uidmap:FuzzParse uidmap:FuzzParseNSRange uidmap:FuzzTranslateACL \
+		xattrmap:FuzzParse xattrmap:FuzzListToGuest fuseproto:FuzzXattrMapHandle; do \
 		$(GO) test -run XXX -fuzz "^$${t#*:}$$" -fuzztime 30s "./$${t%%:*}" || exit 1; done
 
 ## bench: Go benchmarks of the hot paths.

@@ -1,11 +1,9 @@
 package main
 
-import "errors"
+import "github.com/govirtiofs/govirtiofs/xattrmap"
 
 // xattrMapper is a parsed --xattrmap.
-type xattrMapper interface{}
+type xattrMapper = *xattrmap.Map
 
-// parseXattrMap parses --xattrmap rules.
-func parseXattrMap(s string) (xattrMapper, error) {
-	return nil, errors.New("--xattrmap is not built yet")
-}
+// parseXattrMap parses --xattrmap rules (virtiofsd's rule language).
+func parseXattrMap(s string) (xattrMapper, error) { return xattrmap.Parse(s) }
