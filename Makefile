@@ -37,7 +37,7 @@ test: lint build
 
 ## fuzz-smoke: run each fuzz target for a short while.
 fuzz-smoke:
-	@for t in fuseproto:FuzzHandle fuseproto:FuzzCheckName virtqueue:FuzzPop vhostuser:FuzzDecoders \
+	@for t in fuseproto:FuzzHandle fuseproto:FuzzCheckName fuseproto:FuzzSecCtx virtqueue:FuzzPop vhostuser:FuzzDecoders \
 		vhostuser:FuzzSession fuseproto/virtiofs:FuzzChainRequest overlay:FuzzParseFH \
 		uidmap:FuzzParse uidmap:FuzzParseNSRange uidmap:FuzzTranslateACL \
 		xattrmap:FuzzParse xattrmap:FuzzListToGuest fuseproto:FuzzXattrMapHandle; do \

@@ -174,6 +174,7 @@ const (
 	PollScheduleNotify  uint32 = 1 << 0
 	InterruptRequestBit uint64 = 1 << 0 // set in the unique of an INTERRUPT request
 	ExtGroups           uint32 = 32     // fuse_ext_header.type of supplementary groups
+	MaxNrSecctx         uint32 = 31     // FUSE_MAX_NR_SECCTX: fuse_ext_header.type 0..31 is a fuse_secctx_header
 )
 
 // InHeader is struct fuse_in_header, which starts every request.
@@ -634,6 +635,22 @@ type SyncfsIn struct {
 type ExtHeader struct {
 	Size uint32
 	Type uint32
+}
+
+// SecctxHeader is struct fuse_secctx_header, which starts the security
+// contexts of a creating request (FUSE_SECURITY_CTX). It doubles as an
+// ExtHeader whose Type is NrSecctx (0..MaxNrSecctx); Size counts the
+// header, and is a multiple of 8.
+type SecctxHeader struct {
+	Size     uint32
+	NrSecctx uint32
+}
+
+// Secctx is struct fuse_secctx: Size bytes of context value follow it,
+// after the NUL-terminated xattr name.
+type Secctx struct {
+	Size    uint32
+	Padding uint32
 }
 
 // Sizes of the structs whose length matters on the wire.

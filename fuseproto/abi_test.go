@@ -55,6 +55,7 @@ func TestABIAgainstCHeader(t *testing.T) {
 		"fuse_poll_in": PollIn{}, "fuse_poll_out": PollOut{}, "fuse_fallocate_in": FallocateIn{},
 		"fuse_dirent": Dirent{}, "fuse_lseek_in": LseekIn{}, "fuse_lseek_out": LseekOut{},
 		"fuse_copy_file_range_in": CopyFileRangeIn{}, "fuse_syncfs_in": SyncfsIn{}, "fuse_ext_header": ExtHeader{},
+		"fuse_secctx_header": SecctxHeader{}, "fuse_secctx": Secctx{},
 	}
 	checked := 0
 	for cs, v := range structs {

@@ -21,7 +21,19 @@ type fakeFS struct {
 	ctx     Context
 	setattr SetattrIn
 	sxin    SetxattrIn
-	block   bool // SETLKW waits for its INTERRUPT
+	block   bool     // SETLKW waits for its INTERRUPT
+	secctx  []SecCtx // a copy of the last creating request's Context.SecCtx
+}
+
+// keepSecCtx copies ctx.SecCtx (whose values alias the request) into
+// f.secctx.
+func (f *fakeFS) keepSecCtx(ctx *Context) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.secctx = nil
+	for _, c := range ctx.SecCtx {
+		f.secctx = append(f.secctx, SecCtx{Name: c.Name, Value: append([]byte(nil), c.Value...)})
+	}
 }
 
 func (f *fakeFS) rec(op string, names ...string) Errno {
@@ -82,14 +94,17 @@ func (f *fakeFS) Readlink(ctx *Context, node uint64, buf []byte) (int, Errno) {
 }
 func (f *fakeFS) Symlink(ctx *Context, parent uint64, name, target string, out *EntryOut) Errno {
 	fill(out)
+	f.keepSecCtx(ctx)
 	return f.rec("Symlink", name, target)
 }
 func (f *fakeFS) Mknod(ctx *Context, parent uint64, name string, in *MknodIn, out *EntryOut) Errno {
 	fill(out)
+	f.keepSecCtx(ctx)
 	return f.rec("Mknod", name)
 }
 func (f *fakeFS) Mkdir(ctx *Context, parent uint64, name string, in *MkdirIn, out *EntryOut) Errno {
 	fill(out)
+	f.keepSecCtx(ctx)
 	return f.rec("Mkdir", name)
 }
 func (f *fakeFS) Unlink(ctx *Context, parent uint64, name string) Errno { return f.rec("Unlink", name) }
@@ -108,11 +123,13 @@ func (f *fakeFS) Open(ctx *Context, node uint64, in *OpenIn, out *OpenOut) Errno
 func (f *fakeFS) Create(ctx *Context, parent uint64, name string, in *CreateIn, e *EntryOut, o *OpenOut) Errno {
 	fill(e)
 	o.Fh = 8
+	f.keepSecCtx(ctx)
 	return f.rec("Create", name)
 }
 func (f *fakeFS) Tmpfile(ctx *Context, parent uint64, in *CreateIn, e *EntryOut, o *OpenOut) Errno {
 	fill(e)
 	o.Fh = 9
+	f.keepSecCtx(ctx)
 	return f.rec("Tmpfile")
 }
 func (f *fakeFS) Read(ctx *Context, node uint64, in *ReadIn, dst ReadDest) Errno {

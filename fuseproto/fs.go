@@ -23,6 +23,13 @@ type Context struct {
 	// creating request (FUSE_EXT_GROUPS, negotiated with
 	// FUSE_CREATE_SUPP_GROUP); empty otherwise.
 	SuppGroups []uint32
+	// SecCtx holds the security contexts (LSM labels) the kernel sent with
+	// a creating request — CREATE, MKNOD, MKDIR, SYMLINK, TMPFILE — when the
+	// session has InitSecurityCtx (Options.Enable); empty otherwise, and
+	// when the guest has no LSM that labels files. A FileSystem stores each
+	// as the xattr Name of the object it creates, before answering, and
+	// undoes the creation if it cannot. See SecCtx for lifetimes.
+	SecCtx []SecCtx
 	// Interrupted is closed when the kernel interrupts this request with
 	// FUSE_INTERRUPT. It is non-nil only for requests that may block for an
 	// unbounded time (SETLKW); a filesystem must return EINTR promptly once

@@ -21,6 +21,12 @@ func seedRequests() [][]byte {
 		msg(OpIoctl, 2, &IoctlIn{InSize: 2, OutSize: 4}, []byte("ab")), msg(OpCopyFileRange64, 2, &CopyFileRangeIn{Len: 9}),
 		msg(OpStatx, 2, &StatxIn{SxMask: 0xfff}), msg(OpInit, 0, initIn(45)), msg(OpInterrupt, 0, &InterruptIn{Unique: 3}),
 		msg(OpSetlk, 2, &LkIn{LkFlags: LkFlock}), msg(Opcode(4096), 1), make([]byte, 40),
+		// Security contexts (the fuzzed session has InitSecurityCtx).
+		withExt(msg(OpCreate, 1, &CreateIn{}, "c"), secBlock(selinux)),
+		withExt(msg(OpMkdir, 1, &MkdirIn{}, "d"), secBlock()),
+		withExt(msg(OpSymlink, 1, "l", "/t"), secBlock(selinux, smack)),
+		withExt(msg(OpMknod, 1, &MknodIn{Mode: 0o10644}, "n"), patch(secBlock(selinux), 8, 0xffff)),
+		withExt(msg(OpTmpfile, 1, &CreateIn{}, "/"), secBlock(selinux), append(Encode(nil, &ExtHeader{Size: 16, Type: ExtGroups}), 1, 0, 0, 0, 7, 0, 0, 0)),
 	}
 }
 
@@ -35,7 +41,7 @@ func FuzzHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, req []byte) {
 		var log bytes.Buffer
 		fs := &fakeFS{data: []byte("data"), dirents: []string{"x", "y"}}
-		s := NewServer(fs, Options{Logger: testLogger(&log)})
+		s := NewServer(fs, Options{Enable: InitSecurityCtx, Logger: testLogger(&log)})
 		s.Handle(msg(OpInit, 0, initIn(45)), nil, &recReplier{})
 		before := len(fs.calls)
 		r := &recReplier{}

@@ -1,24 +1,46 @@
 package fuseproto
 
-import "syscall"
+import (
+	"fmt"
+	"syscall"
+)
 
 // DefaultInitFlags are the INIT flags a Server turns on whenever the kernel
 // offers them: what a production passthrough daemon uses. Writeback caching
 // and POSIX ACLs change semantics, and idmapped mounts need
 // default_permissions; they are only turned on through Options.Enable.
+//
+// Neither killpriv flag is a default, as in virtiofsd: without them the
+// guest kernel clears set-user-ID, set-group-ID and security.capability
+// itself, with SETATTR and REMOVEXATTR requests, after checking the
+// caller's CAP_FSETID. FUSE_HANDLE_KILLPRIV (v1) is never turned on, as
+// virtiofsd never turns it on: it leaves the killing on writes, truncates
+// and chowns to the server without saying whether the caller has
+// CAP_FSETID.
 const DefaultInitFlags = InitAsyncRead | InitPosixLocks | InitAtomicOTrunc |
 	InitExportSupport | InitBigWrites | InitDontMask | InitFlockLocks |
 	InitAutoInvalData | InitDoReaddirplus | InitReaddirplusAuto | InitAsyncDIO |
-	InitParallelDirops | InitHandleKillpriv | InitHandleKillprivV2 |
-	InitMaxPages | InitCacheSymlinks | InitSubmounts | InitSetxattrExt |
-	InitInitExt | InitCreateSuppGroup | InitDirectIOAllowMmap
+	InitParallelDirops | InitMaxPages | InitCacheSymlinks | InitSubmounts |
+	InitSetxattrExt | InitInitExt | InitCreateSuppGroup
 
 // optionalInitFlags may be turned on by Options.Enable.
 // InitAllowIdmap is among them because the kernel refuses a session that
 // turns it on without default_permissions: a transport that knows the mount
 // has default_permissions (virtio-fs always does) enables it.
+// InitHandleKillprivV2 (--killpriv-v2) has the filesystem clear the set-ID
+// bits when the kernel flags a write, truncating open or SETATTR with
+// WriteKillSUIDGID, OpenKillSUIDGID or FattrKillSUIDGID.
+// InitDirectIOAllowMmap (--allow-mmap) lets the guest mmap files opened
+// with FOPEN_DIRECT_IO shared. InitSecurityCtx (--security-label) makes the
+// kernel send security contexts with creating requests (Context.SecCtx);
+// unlike the others, a kernel that does not offer it fails INIT (EPROTO),
+// as in virtiofsd, rather than silently storing no labels.
 const optionalInitFlags = InitWritebackCache | InitPosixACL | InitExplicitInvalData |
-	InitNoOpenSupport | InitNoOpendirSupport | InitAllowIdmap
+	InitNoOpenSupport | InitNoOpendirSupport | InitAllowIdmap |
+	InitHandleKillprivV2 | InitDirectIOAllowMmap | InitSecurityCtx
+
+// requiredInitFlags fail INIT with EPROTO when enabled but not offered.
+const requiredInitFlags = InitSecurityCtx
 
 // pageSize is the unit of max_pages.
 const pageSize = 4096
@@ -49,6 +71,14 @@ func (s *Server) negotiate(in *InitIn) (out InitOut, size int, cfg Config, errno
 	}
 	want := (DefaultInitFlags | s.opts.Enable&optionalInitFlags) &^ s.opts.Disable
 	enabled := offered & want
+	if enabled&InitInitExt == 0 {
+		// Without INIT_EXT there is no flags2 in the reply.
+		enabled &= 1<<32 - 1
+	}
+	if missing := want & requiredInitFlags &^ enabled; missing != 0 {
+		s.log.Error("the kernel does not offer a FUSE feature that was asked for", "flags", fmt.Sprintf("%#x", missing))
+		return out, 0, cfg, syscall.EPROTO
+	}
 
 	out.Minor = minor
 	out.MaxReadahead = in.MaxReadahead

@@ -158,8 +158,13 @@ type request struct {
 	a      args
 	r      Replier
 	sent   bool
+	errno  Errno // the error replied, for the debug line
 	// forbidden: Options.IDMap refused the caller's uid or gid.
 	forbidden bool
+	// secctx backs ctx.SecCtx; secSeen: the request carried a security
+	// context block.
+	secctx  []SecCtx
+	secSeen bool
 }
 
 // bigBuf returns the variable-reply buffer with room for n bytes after the
@@ -179,6 +184,7 @@ func (s *Server) Handle(req []byte, payload WriteSource, r Replier) {
 	st := s.states.Get().(*request)
 	st.r = r
 	st.sent = false
+	st.errno = OK
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("panic serving request", "opcode", opName(st.hdr.Opcode),
@@ -187,6 +193,9 @@ func (s *Server) Handle(req []byte, payload WriteSource, r Replier) {
 			if !st.sent {
 				s.replyErr(st, syscall.EIO)
 			}
+		}
+		if s.debug {
+			s.logRequest(st)
 		}
 		st.r = nil
 		st.ctx = Context{}
@@ -222,8 +231,10 @@ func (s *Server) handle(st *request, req []byte, payload WriteSource) {
 	body, extArea := body[:len(body)-ext], body[len(body)-ext:]
 
 	st.ctx = Context{Unique: h.Unique, NodeID: h.NodeID, UID: h.UID, GID: h.GID, PID: h.PID}
+	st.secSeen = false
+	cfg := s.cfg.Load()
 	if ext > 0 {
-		if e := s.parseExtensions(st, extArea); e != OK {
+		if e := s.parseExtensions(st, cfg, extArea); e != OK {
 			s.replyErr(st, e)
 			return
 		}
@@ -232,11 +243,7 @@ func (s *Server) handle(st *request, req []byte, payload WriteSource) {
 	if s.opts.IDMap != nil {
 		s.mapCaller(st)
 	}
-	if s.debug {
-		s.log.Debug("request", "opcode", opName(h.Opcode), "unique", h.Unique, "nodeid", h.NodeID, "len", h.Len)
-	}
 
-	cfg := s.cfg.Load()
 	if h.Opcode == OpInit {
 		s.doInit(st, body)
 		return
@@ -257,16 +264,21 @@ func (s *Server) handle(st *request, req []byte, payload WriteSource) {
 }
 
 // parseExtensions reads the request extensions (fuse_ext_header records) at
-// the end of a request; only FUSE_EXT_GROUPS is understood, others are
-// skipped.
-func (s *Server) parseExtensions(st *request, b []byte) Errno {
+// the end of a request: FUSE_EXT_GROUPS, and the security contexts (types
+// 0..MaxNrSecctx) when the session has InitSecurityCtx (cfg is nil before
+// INIT); others are skipped.
+func (s *Server) parseExtensions(st *request, cfg *Config, b []byte) Errno {
 	for len(b) > 0 {
 		var eh ExtHeader
 		if !Decode(b, &eh) || eh.Size < 8 || eh.Size%8 != 0 || int(eh.Size) > len(b) {
 			return syscall.EINVAL
 		}
 		rec := b[8:eh.Size]
-		if eh.Type == ExtGroups {
+		if eh.Type <= MaxNrSecctx && cfg != nil && cfg.Has(InitSecurityCtx) {
+			if e := s.secCtx(st, b[:eh.Size]); e != OK {
+				return e
+			}
+		} else if eh.Type == ExtGroups {
 			if len(rec) < 4 {
 				return syscall.EINVAL
 			}
@@ -286,6 +298,43 @@ func (s *Server) parseExtensions(st *request, b []byte) Errno {
 	return OK
 }
 
+// secCtx decodes a security context block into st.ctx.SecCtx, with the
+// names mapped through Options.XattrMap as SETXATTR's are (a refusal is
+// the request's answer, before anything is created); a second block in
+// one request is EINVAL.
+func (s *Server) secCtx(st *request, b []byte) Errno {
+	if st.secSeen {
+		return syscall.EINVAL
+	}
+	st.secSeen = true
+	var e Errno
+	if st.secctx, e = decodeSecCtx(b, st.secctx[:0]); e != OK {
+		return e
+	}
+	for i := range st.secctx {
+		if st.secctx[i].Name, e = s.xattrNameToHost(st.secctx[i].Name); e != OK {
+			return e
+		}
+	}
+	st.ctx.SecCtx = st.secctx
+	return OK
+}
+
+// trailingSecCtx decodes the security context block that kernels before
+// 7.38 append after the names of a creating request (rest), if the session
+// has InitSecurityCtx. It answers the request and returns false if the
+// block is malformed.
+func (s *Server) trailingSecCtx(st *request, cfg *Config, rest []byte) bool {
+	if cfg.Minor >= 38 || len(rest) == 0 || !cfg.Has(InitSecurityCtx) {
+		return true
+	}
+	if e := s.secCtx(st, rest); e != OK {
+		s.replyErr(st, e)
+		return false
+	}
+	return true
+}
+
 func (s *Server) doInit(st *request, body []byte) {
 	var in InitIn
 	if len(body) < InitInCompatSize {
@@ -295,7 +344,7 @@ func (s *Server) doInit(st *request, body []byte) {
 	copy(unsafeBytes(&in), body) // shorter bodies leave the tail zero
 	out, size, cfg, errno := s.negotiate(&in)
 	if errno != OK {
-		s.log.Error("refusing FUSE protocol version", "major", in.Major, "minor", in.Minor)
+		s.log.Error("refusing FUSE session", "major", in.Major, "minor", in.Minor, "errno", int(errno))
 		s.replyErr(st, errno)
 		return
 	}
@@ -320,11 +369,21 @@ func (s *Server) replyErr(st *request, errno Errno) {
 	}
 	oh := OutHeader{Len: OutHeaderSize, Error: -int32(errno), Unique: st.hdr.Unique}
 	encode(st.out[:], &oh)
-	if s.debug {
-		s.log.Debug("reply", "unique", st.hdr.Unique, "opcode", opName(st.hdr.Opcode), "errno", int(errno))
-	}
+	st.errno = errno
 	st.sent = true
 	st.r.Reply(st.out[:OutHeaderSize], 0)
+}
+
+// logRequest writes the debug line of one served request: what an
+// operator greps for (queue, opcode, nodeid, errno), one line per request,
+// replied or not (FORGET).
+func (s *Server) logRequest(st *request) {
+	queue := -1
+	if q, ok := st.r.(QueueReplier); ok {
+		queue = q.Queue()
+	}
+	s.log.Debug("request", "queue", queue, "opcode", opName(st.hdr.Opcode), "unique", st.hdr.Unique,
+		"nodeid", st.hdr.NodeID, "errno", int(st.errno), "replied", st.sent)
 }
 
 // replyOK sends st.out[:n], whose body has been encoded after the header.
@@ -458,13 +517,16 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 		if !ok {
 			return
 		}
-		target, _, ok := cstring(rest)
+		target, rest, ok := cstring(rest)
 		if !ok || len(target) == 0 {
 			s.replyErr(st, syscall.ENOENT)
 			return
 		}
 		if len(target) > MaxSymlinkTargetLen {
 			s.replyErr(st, syscall.ENAMETOOLONG)
+			return
+		}
+		if !s.trailingSecCtx(st, cfg, rest) {
 			return
 		}
 		e := zero(&st.a.EntryOut)
@@ -476,8 +538,8 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 		if !ok {
 			return
 		}
-		name, _, ok := s.name(st, rest, nameCreate)
-		if !ok {
+		name, rest, ok := s.name(st, rest, nameCreate)
+		if !ok || !s.trailingSecCtx(st, cfg, rest) {
 			return
 		}
 		e := zero(&st.a.EntryOut)
@@ -489,8 +551,8 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 		if !ok {
 			return
 		}
-		name, _, ok := s.name(st, rest, nameCreate)
-		if !ok {
+		name, rest, ok := s.name(st, rest, nameCreate)
+		if !ok || !s.trailingSecCtx(st, cfg, rest) {
 			return
 		}
 		e := zero(&st.a.EntryOut)
@@ -574,14 +636,18 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 		o := zero(&st.a.OpenOut)
 		var errno Errno
 		if st.hdr.Opcode == OpCreate {
-			name, _, ok := s.name(st, rest, nameCreate)
-			if !ok {
+			name, rest, ok := s.name(st, rest, nameCreate)
+			if !ok || !s.trailingSecCtx(st, cfg, rest) {
 				return
 			}
 			errno = fs.Create(ctx, node, name, in, e, o)
 		} else {
 			// TMPFILE carries the placeholder name "/" of the
-			// unnamed dentry; it is not a path component.
+			// unnamed dentry; it is not a path component, but
+			// a security context may follow it.
+			if _, rest, ok := cstring(rest); ok && !s.trailingSecCtx(st, cfg, rest) {
+				return
+			}
 			errno = fs.Tmpfile(ctx, node, in, e, o)
 		}
 		s.result(st, errno, func() {
@@ -671,6 +737,9 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 			s.replyErr(st, syscall.EINVAL)
 			return
 		}
+		if name, ok = s.xattrToHost(st, name); !ok {
+			return
+		}
 		if s.opts.IDMap != nil && isACL(name) {
 			// The value may lie in the client's memory (virtio-fs):
 			// translate a copy.
@@ -694,6 +763,12 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 			if name, _, ok = s.xattrName(st, rest); !ok {
 				return
 			}
+			if name, ok = s.xattrToHost(st, name); !ok {
+				return
+			}
+		} else if s.opts.XattrMap != nil {
+			s.listxattrToGuest(st, ctx, node, in.Size)
+			return
 		}
 		size := min(int(in.Size), MaxXattrSize)
 		buf := st.bigBuf(size)
@@ -724,6 +799,9 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 
 	case OpRemovexattr:
 		name, _, ok := s.xattrName(st, body)
+		if ok {
+			name, ok = s.xattrToHost(st, name)
+		}
 		if ok {
 			s.simple(st, fs.Removexattr(ctx, node, name))
 		}

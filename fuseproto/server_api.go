@@ -20,6 +20,14 @@ type Replier interface {
 	Reply(msg []byte, dataLen int)
 }
 
+// QueueReplier is a Replier that knows which queue its request came from
+// (the virtio request queue); the debug log names it.
+type QueueReplier interface {
+	Replier
+	// Queue is the queue's index.
+	Queue() int
+}
+
 // Options configure a Server.
 type Options struct {
 	// MaxWrite is the largest WRITE (and READ) the kernel may send; it is
@@ -40,6 +48,9 @@ type Options struct {
 	// IDMap, if not nil, translates user and group ids between the client
 	// and the host (see IDMap).
 	IDMap IDMap
+	// XattrMap, if not nil, translates extended attribute names between
+	// the client and the host (see XattrMapper).
+	XattrMap XattrMapper
 }
 
 // DefaultMaxWrite is the default largest WRITE: 1 MiB, 256 pages, the

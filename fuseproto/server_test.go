@@ -162,8 +162,9 @@ func TestInitNegotiation(t *testing.T) {
 		wantOff   uint64
 	}{
 		{name: "7.45 kernel", in: initIn(45), wantMajor: 7, wantMinor: 45, wantSize: 64,
-			wantOn:  InitAsyncRead | InitPosixLocks | InitFlockLocks | InitDoReaddirplus | InitReaddirplusAuto | InitCreateSuppGroup | InitDirectIOAllowMmap | InitMaxPages | InitSetxattrExt | InitHandleKillprivV2,
-			wantOff: InitWritebackCache | InitPosixACL | InitAllowIdmap | InitPassthrough | InitOverIoUring | InitSecurityCtx},
+			wantOn: InitAsyncRead | InitPosixLocks | InitFlockLocks | InitDoReaddirplus | InitReaddirplusAuto | InitCreateSuppGroup | InitMaxPages | InitSetxattrExt,
+			wantOff: InitWritebackCache | InitPosixACL | InitAllowIdmap | InitPassthrough | InitOverIoUring | InitSecurityCtx |
+				InitHandleKillpriv | InitHandleKillprivV2 | InitDirectIOAllowMmap},
 		{name: "newer minor speaks ours", in: initIn(50), wantMajor: 7, wantMinor: 45, wantSize: 64},
 		{name: "7.31 kernel gets 7.31", in: initIn(31), wantMajor: 7, wantMinor: 31, wantSize: 64},
 		{name: "7.19 kernel gets short reply", in: initIn(19), wantMajor: 7, wantMinor: 19, wantSize: 24},

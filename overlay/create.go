@@ -77,6 +77,12 @@ func (fs *FS) createIn(ctx *fuseproto.Context, parent uint64, name string, typ, 
 		if err != nil {
 			return nil, -1, errno(err)
 		}
+		if err := fs.labelNew(ctx, p.upper, name); err != nil {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			return nil, -1, errno(err)
+		}
 		if opaque {
 			// An optimisation, as in the kernel: allowed to fail.
 			if dfd, err := fs.res.OpenBeneath(p.upper, name, unix.O_PATH|unix.O_DIRECTORY); err == nil {
@@ -148,6 +154,9 @@ func (fs *FS) createOverWhiteout(ctx *fuseproto.Context, p *inode, name string, 
 	}
 	if err == nil && opaque {
 		err = setx(tfd, fs.x.opaque, "y")
+	}
+	if err == nil {
+		err = fs.setSecCtx(ctx, tfd)
 	}
 	unix.Close(tfd)
 	if err != nil {
@@ -326,6 +335,11 @@ func (fs *FS) Tmpfile(ctx *fuseproto.Context, parent uint64, in *fuseproto.Creat
 	}
 	pfd, err := fs.reopen(fd, unix.O_PATH)
 	if err != nil {
+		unix.Close(fd)
+		return errno(err)
+	}
+	if err := fs.setSecCtx(ctx, pfd); err != nil {
+		unix.Close(pfd)
 		unix.Close(fd)
 		return errno(err)
 	}

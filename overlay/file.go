@@ -18,9 +18,13 @@ func writeIntent(flags int) bool {
 }
 
 // hostOpenFlags turns the guest's open flags into ours; with the writeback
-// cache O_WRONLY becomes O_RDWR and O_APPEND is dropped, as in passthrough.
+// cache O_WRONLY becomes O_RDWR and O_APPEND is dropped, and O_NOATIME is
+// dropped unless Options.PreserveNoatime, as in passthrough.
 func (fs *FS) hostOpenFlags(flags uint32) int {
 	f := int(flags) & openPassFlags
+	if !fs.opts.PreserveNoatime {
+		f &^= unix.O_NOATIME
+	}
 	if fs.has(fuseproto.InitWritebackCache) {
 		if f&unix.O_ACCMODE == unix.O_WRONLY {
 			f = f&^unix.O_ACCMODE | unix.O_RDWR

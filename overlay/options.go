@@ -215,6 +215,9 @@ type Options struct {
 	// ReadOnly refuses every change even when the union has an upper,
 	// and leaves the work directory as it finds it.
 	ReadOnly bool
+	// PreserveNoatime keeps the guest's O_NOATIME on host opens; by
+	// default it is dropped, as in passthrough.
+	PreserveNoatime bool
 	// Logger receives the filesystem's log; nil discards it.
 	Logger hclog.Logger
 }

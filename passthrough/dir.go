@@ -58,7 +58,7 @@ func (fs *FS) Opendir(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn,
 func (fs *FS) Readdir(ctx *fuseproto.Context, node uint64, in *fuseproto.ReadIn, dst *fuseproto.DirBuffer) fuseproto.Errno {
 	h := fs.dirs.get(in.Fh)
 	if h == nil {
-		return unix.EBADF
+		return fs.missing(in.Fh)
 	}
 	defer fs.dirs.put(h)
 	d := h.dir
@@ -76,6 +76,14 @@ func (fs *FS) Readdir(ctx *fuseproto.Context, node uint64, in *fuseproto.ReadIn,
 		d.pos = in.Offset
 	}
 	plus := dst.Plus()
+	if plus {
+		// lookupIn addresses the directory through its inode's O_PATH
+		// descriptor, which a handle does not pin.
+		if e := h.ino.pin(); e != 0 {
+			return e
+		}
+		defer h.ino.unpin()
+	}
 	for {
 		if d.start >= d.end {
 			n, err := unix.Getdents(h.fd, d.buf)
@@ -158,7 +166,7 @@ func (fs *FS) Releasedir(ctx *fuseproto.Context, node uint64, in *fuseproto.Rele
 func (fs *FS) Fsyncdir(ctx *fuseproto.Context, node uint64, in *fuseproto.FsyncIn) fuseproto.Errno {
 	h := fs.dirs.get(in.Fh)
 	if h == nil {
-		return unix.EBADF
+		return fs.missing(in.Fh)
 	}
 	defer fs.dirs.put(h)
 	if in.FsyncFlags&fuseproto.FsyncFdatasync != 0 {

@@ -2,16 +2,30 @@
 //
 // # Inodes
 //
-// Every host inode the guest knows is one entry of an inode table keyed by
-// its host identity (st_dev, st_ino and the mount id from statx), holding an
-// O_PATH|O_NOFOLLOW descriptor. Node IDs are our own counter: the root is
-// fuseproto.RootID and is never forgotten; other IDs are never reused. An
-// inode lives while the kernel's lookup count (one per reply carrying an
-// EntryOut, given back by Forget) or our own reference count (one per
-// request or open handle using it) is nonzero; when both reach zero it is
-// removed and its descriptor closed. Attr.Ino is the host st_ino, and
-// Generation is always 0: the held descriptor keeps the host inode alive, so
-// its number cannot be reused while the node ID exists.
+// Every host inode the guest knows is one entry of an inode table. With
+// file handles (Options.InodeFileHandles, prefer by default) an inode is
+// keyed by its mount id and file handle and holds no descriptor: a request
+// opens one with open_by_handle_at (through a descriptor per host mount) and
+// closes it when the last request using the inode ends (inode.pin), so the
+// daemon keeps descriptors only for open files. Without handles (never, or
+// a filesystem that makes none) it is keyed by its host identity (st_dev,
+// st_ino and the mount id from statx) and holds an O_PATH|O_NOFOLLOW
+// descriptor, which keeps the host inode, and so its number, alive; a
+// handle, unlike st_ino, is never reused by another inode. Node IDs are our
+// own counter: the root is fuseproto.RootID and is never forgotten; other
+// IDs are never reused. An inode lives while the kernel's lookup count (one
+// per reply carrying an EntryOut, given back by Forget) or our own reference
+// count (one per request or open handle using it) is nonzero; when both
+// reach zero it is removed and its descriptor closed. Attr.Ino is the host
+// st_ino, and Generation is always 0, as node IDs are never reused. An
+// inode referenced by its handle that the host deletes while the guest
+// has it open only by name is gone: requests on it answer ESTALE, as in
+// virtiofsd (an open file's descriptor keeps it).
+//
+// # Migration
+//
+// SaveState and LoadState (fuseproto.Migrator) move the inode and handle
+// tables to another daemon over the same share; see state.go.
 //
 // # Path safety
 //
@@ -63,6 +77,10 @@
 //  3. inodeTable.mu (lookup counts and references; no system call is made
 //     under it)
 //  4. handleTable.mu (handle numbers; never held while calling out)
+//  5. inode.fdMu and hostfs.Mounts.mu (leaves: an inode's descriptor
+//     opened by handle, and the mount descriptors; fdMu is held across
+//     that open_by_handle_at and its close, Mounts.mu across no system
+//     call)
 //
 // Descriptors are closed only when the last reference goes, outside
 // inodeTable.mu and handleTable.mu.

@@ -44,7 +44,7 @@ func (fs *FS) lookupIn(p *inode, name string, out *fuseproto.EntryOut) (*inode, 
 		if err != nil {
 			return nil, hostfs.Errno(err)
 		}
-		return fs.newEntry(p, fd, out)
+		return fs.newEntry(p, "", fd, out)
 	}
 	if e := hostfs.ValidName(name); e != 0 {
 		return nil, e
@@ -53,7 +53,7 @@ func (fs *FS) lookupIn(p *inode, name string, out *fuseproto.EntryOut) (*inode, 
 	if err != nil {
 		return nil, hostfs.Errno(err)
 	}
-	return fs.newEntry(p, fd, out)
+	return fs.newEntry(p, name, fd, out)
 }
 
 // selfEntry counts one more lookup of p, which the caller holds, and fills
@@ -77,9 +77,9 @@ func (fs *FS) Forget(node uint64, nlookup uint64) {
 }
 
 // createIn runs mk, which creates name in directory parent with the
-// caller's credentials, and then looks the new inode up. mk gets the
-// umask to apply (see FS.umask). It is the shared path of Mknod, Mkdir and
-// Symlink.
+// caller's credentials, labels it (ctx.SecCtx, see setSecCtx) and then
+// looks the new inode up. mk gets the umask to apply (see FS.umask). It is
+// the shared path of Mknod, Mkdir and Symlink.
 func (fs *FS) createIn(ctx *fuseproto.Context, parent uint64, name string, umask uint32, out *fuseproto.EntryOut, mk func(dirfd int, umask uint32) error) fuseproto.Errno {
 	if fs.opts.ReadOnly {
 		return unix.EROFS
@@ -103,7 +103,12 @@ func (fs *FS) createIn(ctx *fuseproto.Context, parent uint64, name string, umask
 	if err != nil {
 		return hostfs.Errno(err)
 	}
-	in, e := fs.newEntry(p, fd, out)
+	if err := setSecCtx(ctx, fd); err != nil {
+		hostfs.UnlinkIfSame(p.fd, name, fd)
+		unix.Close(fd)
+		return hostfs.Errno(err)
+	}
+	in, e := fs.newEntry(p, name, fd, out)
 	if e != 0 {
 		return e
 	}

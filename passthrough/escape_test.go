@@ -45,7 +45,7 @@ func escapeTree(t *testing.T) (*FS, string, string) {
 	if err := unix.Mkfifo(filepath.Join(dir, "fifo"), 0o666); err != nil {
 		t.Fatal(err)
 	}
-	fs, err := New(dir, Options{Xattr: true})
+	fs, err := New(dir, Options{Xattr: true, InodeFileHandles: suiteHandles})
 	if err != nil {
 		t.Fatal(err)
 	}

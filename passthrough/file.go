@@ -23,11 +23,14 @@ func writeIntent(flags int) bool {
 // the writeback cache the kernel may read a file opened write-only (to fill
 // partial pages) and sends appends at explicit offsets, so O_WRONLY becomes
 // O_RDWR and O_APPEND is dropped, as virtiofsd does. O_DIRECT is kept only
-// with Options.AllowDirectIO.
+// with Options.AllowDirectIO, O_NOATIME only with Options.PreserveNoatime.
 func (fs *FS) hostOpenFlags(flags uint32) int {
 	f := int(flags) & openPassFlags
 	if !fs.opts.AllowDirectIO {
 		f &^= unix.O_DIRECT
+	}
+	if !fs.opts.PreserveNoatime {
+		f &^= unix.O_NOATIME
 	}
 	if fs.has(fuseproto.InitWritebackCache) {
 		if f&unix.O_ACCMODE == unix.O_WRONLY {
@@ -72,8 +75,9 @@ func (fs *FS) Open(ctx *fuseproto.Context, node uint64, in *fuseproto.OpenIn, ou
 }
 
 // Create creates and opens a regular file owned by the caller, with mode less
-// the umask; O_EXCL is honoured as requested. An existing name is opened
-// like Open would (never through a symlink, never a special file).
+// the umask, labelled with ctx.SecCtx (see setSecCtx); O_EXCL is honoured
+// as requested. An existing name is opened like Open would (never through a
+// symlink, never a special file), and keeps its label.
 func (fs *FS) Create(ctx *fuseproto.Context, parent uint64, name string, in *fuseproto.CreateIn, entry *fuseproto.EntryOut, open *fuseproto.OpenOut) fuseproto.Errno {
 	if fs.opts.ReadOnly {
 		return unix.EROFS
@@ -142,8 +146,14 @@ func (fs *FS) Create(ctx *fuseproto.Context, parent uint64, name string, in *fus
 			unix.Close(fd)
 			return hostfs.Errno(err)
 		}
+		if err := setSecCtx(ctx, pathFd); err != nil {
+			hostfs.UnlinkIfSame(p.fd, name, pathFd)
+			unix.Close(pathFd)
+			unix.Close(fd)
+			return hostfs.Errno(err)
+		}
 	}
-	ino, e := fs.newEntry(p, pathFd, entry)
+	ino, e := fs.newEntry(p, name, pathFd, entry)
 	if e != 0 {
 		unix.Close(fd)
 		return e
@@ -195,7 +205,13 @@ func (fs *FS) Tmpfile(ctx *fuseproto.Context, parent uint64, in *fuseproto.Creat
 		unix.Close(fd)
 		return hostfs.Errno(err)
 	}
-	ino, e := fs.newEntry(p, pathFd, entry)
+	if err := setSecCtx(ctx, pathFd); err != nil {
+		// Unnamed: closing it is the undo.
+		unix.Close(pathFd)
+		unix.Close(fd)
+		return hostfs.Errno(err)
+	}
+	ino, e := fs.newEntry(p, "", pathFd, entry)
 	if e != 0 {
 		unix.Close(fd)
 		return e
@@ -213,7 +229,7 @@ func (fs *FS) Read(ctx *fuseproto.Context, node uint64, in *fuseproto.ReadIn, ds
 	}
 	h := fs.files.get(in.Fh)
 	if h == nil {
-		return unix.EBADF
+		return fs.missing(in.Fh)
 	}
 	_, e := dst.ReadFromFD(h.fd, int64(in.Offset), int(in.Size))
 	fs.files.put(h)
@@ -233,7 +249,7 @@ func (fs *FS) Write(ctx *fuseproto.Context, node uint64, in *fuseproto.WriteIn, 
 	}
 	h := fs.files.get(in.Fh)
 	if h == nil {
-		return 0, unix.EBADF
+		return 0, fs.missing(in.Fh)
 	}
 	defer fs.files.put(h)
 	if in.WriteFlags&fuseproto.WriteKillSUIDGID != 0 {
@@ -254,7 +270,7 @@ func (fs *FS) Write(ctx *fuseproto.Context, node uint64, in *fuseproto.WriteIn, 
 func (fs *FS) Flush(ctx *fuseproto.Context, node uint64, in *fuseproto.FlushIn) fuseproto.Errno {
 	h := fs.files.get(in.Fh)
 	if h == nil {
-		return unix.EBADF
+		return fs.missing(in.Fh)
 	}
 	defer fs.files.put(h)
 	h.ino.locks.DropOwner(in.LockOwner)
@@ -291,7 +307,7 @@ func (fs *FS) Release(ctx *fuseproto.Context, node uint64, in *fuseproto.Release
 func (fs *FS) Fsync(ctx *fuseproto.Context, node uint64, in *fuseproto.FsyncIn) fuseproto.Errno {
 	h := fs.files.get(in.Fh)
 	if h == nil {
-		return unix.EBADF
+		return fs.missing(in.Fh)
 	}
 	defer fs.files.put(h)
 	if in.FsyncFlags&fuseproto.FsyncFdatasync != 0 {
@@ -310,7 +326,7 @@ func (fs *FS) Fallocate(ctx *fuseproto.Context, node uint64, in *fuseproto.Fallo
 	}
 	h := fs.files.get(in.Fh)
 	if h == nil {
-		return unix.EBADF
+		return fs.missing(in.Fh)
 	}
 	defer fs.files.put(h)
 	return hostfs.Errno(unix.Fallocate(h.fd, in.Mode, int64(in.Offset), int64(in.Length)))
@@ -327,7 +343,7 @@ func (fs *FS) Lseek(ctx *fuseproto.Context, node uint64, in *fuseproto.LseekIn, 
 	}
 	h := fs.files.get(in.Fh)
 	if h == nil {
-		return unix.EBADF
+		return fs.missing(in.Fh)
 	}
 	defer fs.files.put(h)
 	off, err := unix.Seek(h.fd, int64(in.Offset), int(in.Whence))
@@ -350,12 +366,12 @@ func (fs *FS) CopyFileRange(ctx *fuseproto.Context, node uint64, in *fuseproto.C
 	}
 	src := fs.files.get(in.FhIn)
 	if src == nil {
-		return 0, unix.EBADF
+		return 0, fs.missing(in.FhIn)
 	}
 	defer fs.files.put(src)
 	dst := fs.files.get(in.FhOut)
 	if dst == nil {
-		return 0, unix.EBADF
+		return 0, fs.missing(in.FhOut)
 	}
 	defer fs.files.put(dst)
 	n := in.Len

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/govirtiofs/govirtiofs/fuseproto"
@@ -37,6 +38,13 @@ type FS struct {
 	files  handleTable
 	dirs   handleTable
 	nextFh atomic.Uint64
+
+	// fhMode is the InodeFileHandles mode in effect (see FileHandles).
+	fhMode atomic.Int32
+	// mounts holds a descriptor per host mount for opening file handles.
+	mounts hostfs.Mounts
+	// noHandles: mount ids whose lack of file handles has been logged.
+	noHandles sync.Map
 }
 
 var _ fuseproto.FileSystem = (*FS)(nil)
@@ -52,6 +60,14 @@ func New(root string, opts Options) (*FS, error) {
 	case CacheAuto, CacheNever, CacheMetadata, CacheAlways:
 	default:
 		return nil, fmt.Errorf("passthrough: invalid cache policy %d", int(opts.Cache))
+	}
+	switch opts.InodeFileHandles {
+	case FileHandlesPrefer, FileHandlesNever, FileHandlesMandatory:
+	default:
+		return nil, fmt.Errorf("passthrough: invalid inode file handles mode %d", int(opts.InodeFileHandles))
+	}
+	if err := opts.checkMigration(); err != nil {
+		return nil, err
 	}
 	unix.Umask(0)
 	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -95,14 +111,22 @@ func New(root string, opts Options) (*FS, error) {
 	}
 	sess := make(chan struct{})
 	fs.session.Store(&sess)
-	fs.inodes.init(&inode{
+	fs.fhMode.Store(int32(opts.InodeFileHandles))
+	rootIn := &inode{
 		id:      fuseproto.RootID,
 		key:     keyOf(&st),
 		fd:      rootFd,
+		keep:    true,
 		typ:     unix.S_IFDIR,
 		nlookup: 1,
 		refs:    1, // permanent, given back by Close
-	})
+	}
+	if err := fs.setupFileHandles(rootIn, &st); err != nil {
+		unix.Close(rootFd)
+		unix.Close(procFd)
+		return nil, err
+	}
+	fs.inodes.init(rootIn, &fs.mounts)
 	fs.files.init(&fs.inodes, &fs.nextFh)
 	fs.dirs.init(&fs.inodes, &fs.nextFh)
 	return fs, nil
@@ -127,6 +151,7 @@ func (fs *FS) Init(cfg *fuseproto.Config) {
 	if cfg != nil {
 		fs.initFlags.Store(cfg.Flags)
 	}
+	fs.recheckFileHandles()
 }
 
 // has reports whether all of the INIT flags are in effect.
@@ -167,10 +192,13 @@ func (fs *FS) entry(in *inode, st *unix.Statx_t, out *fuseproto.EntryOut) {
 	fillAttr(&out.Attr, st, in.submount)
 }
 
-// newEntry adopts fd, the O_PATH descriptor of an inode just found or made in
-// directory parent, counts one lookup of it and fills out. It returns the
-// inode with a reference the caller gives back with put.
-func (fs *FS) newEntry(parent *inode, fd int, out *fuseproto.EntryOut) (*inode, fuseproto.Errno) {
+// newEntry adopts fd, the O_PATH descriptor of an inode just found or made as
+// name in directory parent ("" when it has no name there, as for ".." or
+// O_TMPFILE), counts one lookup of it and fills out. It returns the inode
+// pinned with a reference the caller gives back with put. With file
+// handles in use, the inode is identified by its handle and fd is closed
+// when the caller puts it.
+func (fs *FS) newEntry(parent *inode, name string, fd int, out *fuseproto.EntryOut) (*inode, fuseproto.Errno) {
 	var st unix.Statx_t
 	if err := hostfs.Statx(fd, &st); err != nil {
 		unix.Close(fd)
@@ -181,7 +209,16 @@ func (fs *FS) newEntry(parent *inode, fd int, out *fuseproto.EntryOut) (*inode, 
 		st.Mask&unix.STATX_MNT_ID != 0 && st.Mnt_id != parent.key.mnt {
 		submount = true
 	}
-	in := fs.inodes.adopt(fd, &st, submount)
+	fh, e := fs.handleFor(fd, &st)
+	if e != 0 {
+		unix.Close(fd)
+		return nil, e
+	}
+	var pid uint64
+	if name != "" {
+		pid = parent.id
+	}
+	in := fs.inodes.adopt(fd, &st, fh, submount, pid, name)
 	fs.entry(in, &st, out)
 	return in, 0
 }

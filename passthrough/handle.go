@@ -19,6 +19,10 @@ type handle struct {
 	// reuse) a descriptor the Read is about to use.
 	refs atomic.Int64
 	dir  *dirStream // directory handles only
+	// lost: a migration destination could not reopen it
+	// (MigrationGuestError); fd is -1, get does not return it, and
+	// requests naming it answer EIO (see missing).
+	lost bool
 }
 
 // handleTable maps file handle numbers to handles. Numbers come from a
@@ -41,7 +45,7 @@ func (t *handleTable) init(inodes *inodeTable, next *atomic.Uint64) {
 // add registers a handle for fd on ino, taking a reference on ino, and
 // returns its number.
 func (t *handleTable) add(fd int, ino *inode, flags int, dir *dirStream) uint64 {
-	t.inodes.ref(ino)
+	t.inodes.hold(ino)
 	h := &handle{fd: fd, ino: ino, flags: flags, dir: dir}
 	h.refs.Store(1)
 	fh := t.next.Add(1)
@@ -57,7 +61,11 @@ func (t *handleTable) get(fh uint64) *handle {
 	t.mu.RLock()
 	h := t.m[fh]
 	if h != nil {
-		h.refs.Add(1)
+		if h.lost {
+			h = nil
+		} else {
+			h.refs.Add(1)
+		}
 	}
 	t.mu.RUnlock()
 	return h
@@ -66,8 +74,10 @@ func (t *handleTable) get(fh uint64) *handle {
 // put gives back a reference from get or the table's own from remove.
 func (t *handleTable) put(h *handle) {
 	if h.refs.Add(-1) == 0 {
-		unix.Close(h.fd)
-		t.inodes.put(h.ino)
+		if h.fd >= 0 {
+			unix.Close(h.fd)
+		}
+		t.inodes.unhold(h.ino)
 	}
 }
 

@@ -37,6 +37,9 @@ func newTestFS(t *testing.T, opts Options) (*FS, string) {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
+	if opts.InodeFileHandles == FileHandlesPrefer {
+		opts.InodeFileHandles = suiteHandles // see TestMain
+	}
 	fs, err := New(dir, opts)
 	if err != nil {
 		t.Fatal(err)

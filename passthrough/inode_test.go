@@ -38,8 +38,9 @@ func TestLookupForget(t *testing.T) {
 	before := countFds(t)
 
 	e1 := mustLookup(t, fs, fuseproto.RootID, "f")
-	if got := countFds(t); got != before+1 {
-		t.Errorf("after first lookup: %d fds, want %d", got, before+1)
+	per := fs.fdsPerInode()
+	if got := countFds(t); got != before+per {
+		t.Errorf("after first lookup: %d fds, want %d", got, before+per)
 	}
 	e2 := mustLookup(t, fs, fuseproto.RootID, "f")
 	if e1.NodeID != e2.NodeID {
@@ -48,8 +49,8 @@ func TestLookupForget(t *testing.T) {
 	if e1.NodeID == fuseproto.RootID || e1.Generation != 0 {
 		t.Errorf("entry %d gen %d", e1.NodeID, e1.Generation)
 	}
-	if got := countFds(t); got != before+1 {
-		t.Errorf("after second lookup: %d fds, want %d (one per inode)", got, before+1)
+	if got := countFds(t); got != before+per {
+		t.Errorf("after second lookup: %d fds, want %d (one per inode)", got, before+per)
 	}
 	st := lstat(t, filepath.Join(dir, "f"))
 	if e1.Attr.Ino != st.Ino || e1.Attr.Size != 4 || e1.Attr.Blksize != uint32(st.Blksize) {
@@ -59,8 +60,8 @@ func TestLookupForget(t *testing.T) {
 		t.Errorf("nlookup %d, want 2", n)
 	}
 	fs.Forget(e1.NodeID, 1)
-	if got := countFds(t); got != before+1 {
-		t.Errorf("after one forget: %d fds, want %d", got, before+1)
+	if got := countFds(t); got != before+per {
+		t.Errorf("after one forget: %d fds, want %d", got, before+per)
 	}
 	fs.Forget(e1.NodeID, 1)
 	if got := countFds(t); got != before {
@@ -99,8 +100,8 @@ func TestOpenHandleKeepsInode(t *testing.T) {
 	e := mustLookup(t, fs, fuseproto.RootID, "f")
 	fh := mustOpen(t, fs, e.NodeID, unix.O_RDONLY)
 	fs.Forget(e.NodeID, 1)
-	if got := countFds(t); got != before+2 {
-		t.Errorf("open handle after forget: %d fds, want %d", got, before+2)
+	if got := countFds(t); got != before+1+fs.fdsPerInode() {
+		t.Errorf("open handle after forget: %d fds, want %d", got, before+1+fs.fdsPerInode())
 	}
 	var d fuseproto.BytesDest
 	buf := make([]byte, 16)
@@ -292,8 +293,8 @@ func TestDestroy(t *testing.T) {
 	if errno := fs.Setlk(rootCtx, f, &fuseproto.LkIn{Fh: fh, Owner: 7, Lk: fuseproto.FileLock{Type: unix.F_WRLCK, End: offsetMax}}, false); errno != 0 {
 		t.Fatal(errno)
 	}
-	if got := countFds(t); got != before+5 {
-		t.Errorf("before Destroy: %d fds, want %d", got, before+5)
+	if want := before + 3 + 2*fs.fdsPerInode(); countFds(t) != want {
+		t.Errorf("before Destroy: %d fds, want %d", countFds(t), want)
 	}
 	fs.Destroy()
 	if got := countFds(t); got != before {

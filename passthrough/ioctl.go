@@ -41,7 +41,7 @@ func (fs *FS) Ioctl(ctx *fuseproto.Context, node uint64, in *fuseproto.IoctlIn, 
 	}
 	h := t.get(in.Fh)
 	if h == nil {
-		return 0, 0, unix.EBADF
+		return 0, 0, fs.missing(in.Fh)
 	}
 	defer t.put(h)
 

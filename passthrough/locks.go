@@ -82,7 +82,7 @@ func (fs *FS) flock(ctx *fuseproto.Context, in *fuseproto.LkIn, wait bool) fusep
 	}
 	h, t := fs.anyHandle(in.Fh)
 	if h == nil {
-		return unix.EBADF
+		return fs.missing(in.Fh)
 	}
 	defer t.put(h)
 	return hostfs.RetryLock(ctx, wait, *fs.session.Load(), func() error {

@@ -112,9 +112,24 @@ type Options struct {
 	// its own page cache, and host O_DIRECT needs aligned buffers, which
 	// a FUSE payload (data at an offset inside the request) is not.
 	AllowDirectIO bool
+	// PreserveNoatime keeps the guest's O_NOATIME on host opens. By
+	// default it is dropped, as virtiofsd does: open(2) refuses O_NOATIME
+	// with EPERM unless the opener owns the file or has CAP_FOWNER, which
+	// an unprivileged daemon, or a file opened as the caller, may not.
+	PreserveNoatime bool
 	// Timeout, if not nil, replaces the cache policy's entry and attribute
 	// timeout (seconds), as the legacy daemon's -o timeout= did.
 	Timeout *uint64
+	// InodeFileHandles says when inodes are referenced by file handles
+	// instead of held descriptors; the zero value is FileHandlesPrefer.
+	InodeFileHandles InodeFileHandles
+	// MigrationMode, MigrationOnError, MigrationVerifyHandles and
+	// MigrationConfirmPaths configure SaveState and LoadState (see
+	// MigrationMode); the zero values are virtiofsd's defaults.
+	MigrationMode          MigrationMode
+	MigrationOnError       MigrationOnError
+	MigrationVerifyHandles bool
+	MigrationConfirmPaths  bool
 	// Logger receives warnings and debug lines; nil discards them.
 	Logger hclog.Logger
 }

@@ -51,13 +51,43 @@
 // the EPERMs of the forbidden user, and the host checks every object's
 // exact owner afterwards (host_owners).
 //
+// TestQEMUDropIn starts the daemon with each command line an orchestrator
+// generates for the Rust virtiofsd, unchanged (libvirt's system and
+// session daemons and its older -o form, Kata's Go runtime and runtime-rs,
+// Cloud Hypervisor's documentation), with the listening socket passed as
+// that orchestrator passes it (libvirt: a socket it bound and listens on,
+// as fd 5; Kata's Go runtime: fd 3) and the session line run as the
+// unprivileged user govirtiofs-test with libvirt's --uid-map/--gid-map
+// from /etc/subuid. One 6.12 guest per line runs a short check
+// (internal/dropcase: create, write, read, append, rename, unlink, readdir,
+// stat, a file made by user 1000, xattrs as the line asks), the host checks
+// owners and contents, and the daemon must exit 0 with QEMU
+// (TestQEMUDropIn/<line>/<pair>/<check>). About 50 s.
+//
+// TestQEMUPosixACL serves a 6.12 guest with --xattr --posix-acl: guest
+// root writes access and default ACLs as system.posix_acl_* xattrs, users
+// 1000 and 1001 are granted and refused accordingly, new files inherit the
+// default ACL, and the host reads the same ACLs back (internal/aclcase).
+//
+// TestQEMUMigration live-migrates a 6.12 guest between two QEMU 10.0
+// processes over QMP, each served by its own daemon on the same share,
+// while the guest holds files open (internal/migcase); the guest goes on
+// with them on the destination. It needs a daemon with vhost-user-fs
+// migration (LOG_SHMFD, VHOST_F_LOG_ALL, DEVICE_STATE).
+//
+// QEMUTEST_DAEMON=virtiofsd-rust runs any of them against the reference
+// Rust virtiofsd 1.13 (Debian trixie's, fetched by
+// setup-virtiofsd-rust.sh into the cache and run through trixie's loader;
+// one request queue).
+//
 // Environment:
 //
 //	GOVIRTIOFSD             the daemon binary (default ../bin/govirtiofsd)
-//	QEMUTEST_DAEMON         govirtiofsd (default) or virtiofsd-c, the C
+//	QEMUTEST_DAEMON         govirtiofsd (default), virtiofsd-c, the C
 //	                        virtiofsd that Debian's QEMU 7.2 ships
-//	                        (/usr/lib/qemu/virtiofsd); it serves one request
-//	                        queue, so the 10.0 pair then uses one
+//	                        (/usr/lib/qemu/virtiofsd), or virtiofsd-rust
+//	                        (setup-virtiofsd-rust.sh); both serve one
+//	                        request queue, so the 10.0 pair then uses one
 //	QEMUTEST_DAEMON_CMD     any other daemon: a command line in which
 //	                        {socket} and {dir} are replaced (e.g.
 //	                        "mydaemon --socket-path={socket} --dir {dir}");
@@ -70,6 +100,11 @@
 //	QEMUTEST_OVERLAY_PAIRS  the same for TestQEMUOverlay (default
 //	                        QEMUTEST_PAIRS if set, else "6.12")
 //	QEMUTEST_IDMAP_PAIRS    the same for TestQEMUIDMap
+//	QEMUTEST_ACL_PAIRS      the same for TestQEMUPosixACL
+//	QEMUTEST_DROPIN_PAIRS   the pairs of TestQEMUDropIn (default "6.12")
+//	QEMUTEST_DROPIN_CASES   regexp: the command lines it runs
+//	QEMUTEST_MIGRATION_PAIRS the pairs of TestQEMUMigration (QEMU 10.0
+//	                        only; default "6.12")
 //	QEMUTEST_CHECKS         regexp: run only the checker's checks it matches
 //	QEMUTEST_POSIX=0        leave out the posixtest suite
 //	QEMUTEST_POSIX_RUN      regexp: run only the suite's tests it matches

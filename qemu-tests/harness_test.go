@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -143,6 +144,10 @@ func hasPVHNote(path string) (bool, error) {
 // daemonSpec says how to start the vhost-user-fs daemon under test.
 type daemonSpec struct {
 	name string
+	// command is how to run the daemon's program: the words an
+	// orchestrator's command line (its options) is appended to, or nil
+	// if this daemon cannot take other command lines (TestQEMUDropIn).
+	command []string
 	// maxQueues caps num-request-queues (0: no cap).
 	maxQueues int
 	// argv is the command line serving dir on socket; tag is the tag to
@@ -193,9 +198,13 @@ func daemonFromEnv(t *testing.T, s setupEnv) daemonSpec {
 			prereq(t, "daemon binary: %v (run `make build`, or set GOVIRTIOFSD, or QEMUTEST_DAEMON=virtiofsd-c)", err)
 		}
 		return daemonSpec{
-			name: "govirtiofsd",
+			name:    "govirtiofsd",
+			command: []string{abs},
 			argv: func(socket, dir, tag string) []string {
-				argv := []string{abs, "--socket-path", socket, "--shared-dir", dir, "--xattr"}
+				// --killpriv-v2, as the C virtiofsd gets killpriv_v2:
+				// posixtest's SetuidClearedOTrunc needs the daemon's
+				// help (the devfuse suite covers the default too).
+				argv := []string{abs, "--socket-path", socket, "--shared-dir", dir, "--xattr", "--killpriv-v2"}
 				if tag != "" {
 					argv = append(argv, "--tag", tag)
 				}
@@ -219,6 +228,7 @@ func daemonFromEnv(t *testing.T, s setupEnv) daemonSpec {
 		}
 		return daemonSpec{
 			name:      "virtiofsd-c",
+			command:   []string{bin},
 			maxQueues: 1,
 			posixSkip: map[string]string{
 				"Tmpfile": "the C virtiofsd has no FUSE_TMPFILE",
@@ -228,9 +238,41 @@ func daemonFromEnv(t *testing.T, s setupEnv) daemonSpec {
 				return append(argv, extra...)
 			},
 		}
+	case "virtiofsd-rust":
+		return rustDaemon(t, extra)
 	default:
-		t.Fatalf("QEMUTEST_DAEMON=%q: want govirtiofsd or virtiofsd-c (or set QEMUTEST_DAEMON_CMD)", d)
+		t.Fatalf("QEMUTEST_DAEMON=%q: want govirtiofsd, virtiofsd-c or virtiofsd-rust (or set QEMUTEST_DAEMON_CMD)", d)
 		return daemonSpec{}
+	}
+}
+
+// rustDaemon is the reference Rust virtiofsd (Debian trixie's 1.13) that
+// setup-virtiofsd-rust.sh unpacks into the cache, run through trixie's own
+// dynamic loader since bookworm's libc is too old for it.
+func rustDaemon(t *testing.T, extra []string) daemonSpec {
+	t.Helper()
+	root := filepath.Join(cacheDir(), "virtiofsd-rust", "root")
+	lib := filepath.Join(root, "usr", "lib", "x86_64-linux-gnu")
+	bin := filepath.Join(root, "usr", "libexec", "virtiofsd")
+	if _, err := os.Stat(bin); err != nil {
+		prereq(t, "the Rust virtiofsd: %v (run qemu-tests/setup-virtiofsd-rust.sh)", err)
+	}
+	command := []string{filepath.Join(lib, "ld-linux-x86-64.so.2"), "--library-path", lib, bin}
+	return daemonSpec{
+		name:      "virtiofsd-rust",
+		command:   command,
+		maxQueues: 1, // virtiofsd 1.13 serves one request queue
+		posixSkip: map[string]string{
+			"SetuidClearedOTrunc": "without --killpriv-v2 the kernel keeps set-ID bits on an O_TRUNC open",
+		},
+
+		argv: func(socket, dir, tag string) []string {
+			argv := append(slices.Clone(command), "--socket-path", socket, "--shared-dir", dir, "--xattr")
+			if tag != "" {
+				argv = append(argv, "--tag", tag)
+			}
+			return append(argv, extra...)
+		},
 	}
 }
 
@@ -383,11 +425,25 @@ type guestRun struct {
 	logDir     string
 	timeout    time.Duration // whole guest run
 	idle       time.Duration // no console output for this long is a hang
+
+	// inherit, if not nil, makes the files the daemon inherits as fds 3,
+	// 4, ... (a nil entry leaves that fd closed) before each start; the
+	// test closes its copies once the daemon runs.
+	inherit func(t *testing.T) []*os.File
+	// daemonCred, if not nil, runs the daemon as this user (as an
+	// unprivileged orchestrator would).
+	daemonCred *syscall.Credential
+	// memMiB is the guest's memory (0: 2048).
+	memMiB int
 }
 
 func (g *guestRun) qemuArgv() []string {
 	argv := append([]string{g.qemu}, g.qemuPrefix...)
-	argv = append(argv, "-accel", "tcg", "-m", "2048")
+	mem := g.memMiB
+	if mem == 0 {
+		mem = 2048
+	}
+	argv = append(argv, "-accel", "tcg", "-m", strconv.Itoa(mem))
 	if g.smp > 1 {
 		argv = append(argv, "-smp", strconv.Itoa(g.smp))
 	}
@@ -399,7 +455,7 @@ func (g *guestRun) qemuArgv() []string {
 		"-nographic", "-no-reboot",
 		"-kernel", g.kernel, "-initrd", g.initrd,
 		"-append", "console=ttyS0 panic=-1 edd=off quiet",
-		"-object", "memory-backend-memfd,id=mem,size=2048M,share=on", "-numa", "node,memdev=mem",
+		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem), "-numa", "node,memdev=mem",
 		"-chardev", "socket,id=char0,path="+g.socket,
 		"-device", dev)
 }
@@ -437,7 +493,17 @@ func (g *guestRun) runOnce(t *testing.T) *bootResult {
 	daemon := exec.Command(g.daemonArgv[0], g.daemonArgv[1:]...)
 	daemon.Stdout, daemon.Stderr = dlog, dlog
 	daemon.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := daemon.Start(); err != nil {
+	daemon.SysProcAttr.Credential = g.daemonCred
+	if g.inherit != nil {
+		daemon.ExtraFiles = g.inherit(t)
+	}
+	err = daemon.Start()
+	for _, f := range daemon.ExtraFiles {
+		if f != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
 		t.Fatalf("starting the daemon: %v", err)
 	}
 	daemonDone := make(chan error, 1)
@@ -456,6 +522,16 @@ func (g *guestRun) runOnce(t *testing.T) *bootResult {
 	for {
 		if fi, err := os.Stat(g.socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			time.Sleep(100 * time.Millisecond) // between bind and listen
+			// With an inherited socket the path is there from the start:
+			// a daemon that refused its command line is gone by now.
+			if g.inherit != nil {
+				select {
+				case err := <-daemonDone:
+					daemonRunning = false
+					t.Fatalf("the daemon exited at once: %v; log %s:\n%s", err, dlog.Name(), tail(dlog.Name(), 20))
+				default:
+				}
+			}
 			break
 		}
 		select {

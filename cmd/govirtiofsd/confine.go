@@ -75,6 +75,11 @@ func (cfg *config) capabilities() ([]sandbox.Cap, error) {
 	if cfg.mountpoint != "" && cfg.sandbox != sandbox.Namespace {
 		need = append(need, unix.CAP_SYS_ADMIN)
 	}
+	handles := cfg.overlay == nil && cfg.fileHandles != "never"
+	if handles {
+		// open_by_handle_at(2) needs it, as virtiofsd keeps it.
+		need = append(need, unix.CAP_DAC_READ_SEARCH)
+	}
 	keep, dropped, err := sandbox.ModifyCaps(append(caps, need...), cfg.modcaps)
 	if err != nil {
 		return nil, err
@@ -83,8 +88,11 @@ func (cfg *config) capabilities() ([]sandbox.Cap, error) {
 		for _, n := range need {
 			if c == n {
 				what := "an overlay"
-				if c == unix.CAP_SYS_ADMIN && cfg.overlay == nil {
+				switch {
+				case c == unix.CAP_SYS_ADMIN && cfg.overlay == nil:
 					what = "--mountpoint without the namespace sandbox"
+				case c == unix.CAP_DAC_READ_SEARCH && handles:
+					return nil, fmt.Errorf("can't drop dac_read_search with --inode-file-handles=%s (use never)", cfg.fileHandles)
 				}
 				return nil, fmt.Errorf("%s needs %s", what, c)
 			}

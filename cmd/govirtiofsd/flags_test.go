@@ -87,6 +87,10 @@ func TestVirtiofsdOptions(t *testing.T) {
 			return c
 		}()},
 		{name: "--modcaps", args: append(base, "--modcaps=+sys_admin:-chown"), want: with(func(c *config) { c.modcaps = "+sys_admin:-chown" })},
+		{name: "--modcaps drops what file handles need", args: append(base, "--modcaps=-dac_read_search"),
+			wantErr: "--modcaps: can't drop dac_read_search with --inode-file-handles=prefer (use never)"},
+		{name: "--modcaps drops dac_read_search without file handles", args: append(base, "--modcaps=-dac_read_search", "--inode-file-handles=never"),
+			want: with(func(c *config) { c.modcaps, c.fileHandles = "-dac_read_search", "never" })},
 		{name: "--modcaps bad", args: append(base, "--modcaps=+nothing"), wantErr: `--modcaps: unknown capability "nothing"`},
 		{name: "--log-level", args: append(base, "--log-level", "debug"), want: with(func(c *config) { c.logLevel = hclog.Debug })},
 		{name: "--log-level bad", args: append(base, "--log-level", "verbose"), wantErr: `invalid value "verbose" for flag --log-level: want off, error, warn, info, debug or trace`},
@@ -134,7 +138,9 @@ func TestVirtiofsdOptions(t *testing.T) {
 		{name: "-o undo", args: append(base, "-o", "no_readdirplus,readdirplus,writeback,no_writeback,flock,posix_lock,no_allow_direct_io,no_killpriv_v2,no_posix_acl,no_security_label,loglevel=err"),
 			want: with(func(c *config) { c.deprecated, c.logLevel = []string{"-o: give the options as --flags"}, hclog.Error })},
 		{name: "-o twice", args: append(base, "-o", "cache=always", "-o", "debug"),
-			want: with(func(c *config) { c.deprecated, c.cache, c.logLevel = []string{"-o: give the options as --flags"}, passthrough.CacheAlways, hclog.Debug })},
+			want: with(func(c *config) {
+				c.deprecated, c.cache, c.logLevel = []string{"-o: give the options as --flags"}, passthrough.CacheAlways, hclog.Debug
+			})},
 		{name: "-o unknown", args: append(base, "-o", "turbo"), wantErr: `invalid value "turbo" for flag -o: -o turbo: unknown option`},
 		{name: "-o unknown key", args: append(base, "-o", "speed=max"), wantErr: `invalid value "speed=max" for flag -o: -o speed=max: unknown option`},
 		{name: "-o bad cache", args: append(base, "-o", "cache=sometimes"), wantErr: `invalid value "cache=sometimes" for flag -o: -o cache=sometimes: want auto, always, none or metadata`},
@@ -161,7 +167,9 @@ func TestVirtiofsdOptions(t *testing.T) {
 		{name: "kata go runtime", args: []string{"--syslog", "--cache=auto", "--shared-dir=/srv", "--fd=3", "--thread-pool-size=1", "--announce-submounts", "--inode-file-handles=prefer"},
 			want: fd(3, func(c *config) { c.syslog, c.threads = true, 1 })},
 		{name: "kata runtime-rs", args: []string{"--socket-path", "/run/vfs.sock", "--shared-dir", "/srv", "--cache", "auto", "--thread-pool-size=1", "-o", "announce_submounts", "--xattr"},
-			want: with(func(c *config) { c.threads, c.xattr, c.deprecated = 1, true, []string{"-o: give the options as --flags"} })},
+			want: with(func(c *config) {
+				c.threads, c.xattr, c.deprecated = 1, true, []string{"-o: give the options as --flags"}
+			})},
 		{name: "cloud hypervisor docs", args: []string{"--socket-path=/run/vfs.sock", "--shared-dir=/srv", "--cache=never", "--thread-pool-size=4"},
 			want: with(func(c *config) { c.cache, c.threads = passthrough.CacheNever, 4 })},
 	} {

@@ -92,6 +92,9 @@ func serverOptions(cfg *config, log hclog.Logger) fuseproto.Options {
 	if cfg.securityLabel {
 		opts.Enable |= fuseproto.InitSecurityCtx
 	}
+	if cfg.xattrMap != nil {
+		opts.XattrMap = cfg.xattrMap
+	}
 	if cfg.noFlock {
 		opts.Disable |= fuseproto.InitFlockLocks
 	}
@@ -140,13 +143,15 @@ func run(argv0 string, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if cfg.syslog && !sandbox.IsChild() {
-		w, err := newSyslog()
-		if err != nil {
-			fmt.Fprintf(stderr, "%s: --syslog: %v\n", progName, err)
-			return 1
+		// Without a syslog daemon the log stays on stderr, as virtiofsd's
+		// does: a container runtime passing --syslog must still get a
+		// daemon.
+		if w, err := newSyslog(); err != nil {
+			fmt.Fprintf(stderr, "%s: --syslog: %v; logging to stderr\n", progName, err)
+		} else {
+			defer w.Close()
+			stderr = w
 		}
-		defer w.Close()
-		stderr = w
 	}
 	return serve(&cfg, stderr, nil)
 }
@@ -171,6 +176,9 @@ func serve(cfg *config, stderr io.Writer, ready func(error)) int {
 	if !child {
 		for _, d := range cfg.deprecated {
 			log.Warn("deprecated option", "use", d)
+		}
+		if cfg.xattrMap != nil && !cfg.xattrMap.Terminated() {
+			log.Warn("--xattrmap has no rule that matches every name; other names are refused (EPERM) and hidden", "rules", cfg.xattrMapRules)
 		}
 	}
 	fail := func(err error) int {
@@ -298,18 +306,32 @@ func newFileSystem(cfg *config, log hclog.Logger) (fileSystem, error) {
 		return newOverlay(cfg, log)
 	}
 	fs, err := passthrough.New(cfg.sharedDir, passthrough.Options{
-		Cache:             cfg.cache,
-		Xattr:             cfg.xattr,
-		ReadOnly:          cfg.readonly,
-		AnnounceSubmounts: cfg.announceSubmounts,
-		AllowDirectIO:     cfg.allowDirectIO,
-		Timeout:           cfg.timeout,
-		Logger:            log.Named("passthrough"),
+		Cache:                  cfg.cache,
+		Xattr:                  cfg.xattr,
+		ReadOnly:               cfg.readonly,
+		AnnounceSubmounts:      cfg.announceSubmounts,
+		AllowDirectIO:          cfg.allowDirectIO,
+		Timeout:                cfg.timeout,
+		PreserveNoatime:        cfg.preserveNoatime,
+		InodeFileHandles:       mustParse(passthrough.ParseInodeFileHandles(cfg.fileHandles)),
+		MigrationMode:          mustParse(passthrough.ParseMigrationMode(cfg.migrationMode)),
+		MigrationOnError:       mustParse(passthrough.ParseMigrationOnError(cfg.migrationOnError)),
+		MigrationVerifyHandles: cfg.migrationVerifyHandles,
+		MigrationConfirmPaths:  cfg.migrationConfirmPaths,
+		Logger:                 log.Named("passthrough"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return fs, nil
+}
+
+// mustParse returns v of a value the command line parser already checked.
+func mustParse[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 // what returns the log's key and value for what is served.
@@ -350,7 +372,7 @@ func serveVhostUser(cfg *config, l *net.UnixListener, srv *fuseproto.Server, log
 		})
 	}()
 	k, v := cfg.what()
-	log.Info("waiting for the vhost-user front-end", "socket", l.Addr().String(), k, v,
+	log.Info("Waiting for vhost-user socket connection...", "socket", l.Addr().String(), k, v,
 		"cache", cfg.cache.String(), "request-queues", cfg.requestQueues,
 		"sandbox", cfg.sandbox.String(), "seccomp", cfg.seccomp.String())
 	if ready != nil {
@@ -462,7 +484,8 @@ func lockPIDFile(path string) (*pidFile, error) {
 		}
 		return nil, fmt.Errorf("pid file %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
+	err = f.Truncate(0)
+	if err == nil {
 		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	if err != nil {

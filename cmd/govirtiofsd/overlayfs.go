@@ -11,10 +11,11 @@ import (
 // cfg.xattr only gives the guest (or host mount) the xattr operations.
 func newOverlay(cfg *config, log hclog.Logger) (fileSystem, error) {
 	fs, err := overlay.New(*cfg.overlay, overlay.Options{
-		Cache:    cfg.cache,
-		Xattr:    cfg.xattr,
-		ReadOnly: cfg.readonly,
-		Logger:   log.Named("overlay"),
+		Cache:           cfg.cache,
+		Xattr:           cfg.xattr,
+		ReadOnly:        cfg.readonly,
+		PreserveNoatime: cfg.preserveNoatime,
+		Logger:          log.Named("overlay"),
 	})
 	if err != nil {
 		return nil, err

@@ -68,10 +68,12 @@ func capMask(caps ...int) string {
 func TestSandboxModes(t *testing.T) {
 	testenv.RequireFUSE(t)
 	bin := buildDaemon(t)
+	// virtiofsd's set, LINUX_IMMUTABLE, and DAC_READ_SEARCH for the file
+	// handles of --inode-file-handles=prefer (the default).
 	want := capMask(unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
-		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP)
+		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP, unix.CAP_DAC_READ_SEARCH)
 	withAdmin := capMask(unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
-		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP, unix.CAP_SYS_ADMIN)
+		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP, unix.CAP_DAC_READ_SEARCH, unix.CAP_SYS_ADMIN)
 	for _, tc := range []struct {
 		sandbox, seccomp string
 		caps             string

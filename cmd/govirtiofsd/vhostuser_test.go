@@ -294,7 +294,7 @@ mount --make-rprivate /
 mount --bind /dev "$REALDEV"
 mount -t tmpfs tmpfs /dev
 for n in null zero urandom; do touch /dev/$n; mount --bind "$REALDEV/$n" /dev/$n; done
-touch /dev/log; mount --bind "$LOGSOCK" /dev/log
+if [ -n "$LOGSOCK" ]; then touch /dev/log; mount --bind "$LOGSOCK" /dev/log; fi
 exec "$@"`
 	cmd := exec.Command("unshare", "--mount", "sh", "-c", script, "sh", bin,
 		"--syslog", "--cache=auto", "--shared-dir="+t.TempDir(), "--fd=3", "--thread-pool-size=1", "--announce-submounts", "--inode-file-handles=prefer", "--log-level=debug")
@@ -319,6 +319,38 @@ exec "$@"`
 	if stderr.Len() != 0 {
 		t.Errorf("stderr %q, want everything in syslog", stderr.String())
 	}
+
+	// Without a syslog daemon, the log goes to stderr and the daemon
+	// serves all the same (as virtiofsd does).
+	l2, err := net.Listen("unix", filepath.Join(dir, "kata2.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	f2, err := l2.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd2 := exec.Command("unshare", "--mount", "sh", "-c", script, "sh", bin, "--syslog", "--shared-dir="+t.TempDir(), "--fd=3")
+	cmd2.Env = append(os.Environ(), "REALDEV="+realDev, "LOGSOCK=")
+	cmd2.ExtraFiles = []*os.File{f2}
+	var stderr2 strings.Builder
+	cmd2.Stderr = &stderr2
+	if err := cmd2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f2.Close()
+	c2, err := net.Dial("unix", filepath.Join(dir, "kata2.sock"))
+	if err != nil {
+		cmd2.Process.Kill()
+		t.Fatal(err)
+	}
+	getFeatures(t, c2)
+	c2.Close()
+	if code := waitExit(t, cmd2); code != 0 || !strings.Contains(stderr2.String(), "logging to stderr") || !strings.Contains(stderr2.String(), "Waiting for vhost-user socket connection") {
+		t.Errorf("without /dev/log: exit %d, stderr %q; want 0 and the log on stderr", code, stderr2.String())
+	}
+
 	var got []string
 	timeout := time.After(5 * time.Second)
 	for done := false; !done; {
@@ -331,9 +363,9 @@ exec "$@"`
 		}
 	}
 	want := map[string]string{ // message → priority (daemon facility)
-		"waiting for the vhost-user front-end": "<30>",
-		"front-end disconnected":               "<30>",
-		"GET_FEATURES":                         "<31>",
+		"Waiting for vhost-user socket connection": "<30>",
+		"front-end disconnected":                   "<30>",
+		"GET_FEATURES":                             "<31>",
 	}
 	for msg, pri := range want {
 		found := false

@@ -51,6 +51,7 @@ static const struct layout layouts[] = {
 	S(fuse_lseek_in), O(fuse_lseek_in, whence), S(fuse_lseek_out),
 	S(fuse_copy_file_range_in), O(fuse_copy_file_range_in, nodeid_out), O(fuse_copy_file_range_in, flags),
 	S(fuse_syncfs_in), S(fuse_ext_header),
+	S(fuse_secctx_header), O(fuse_secctx_header, nr_secctx), S(fuse_secctx),
 };
 
 static int nlayouts(void) { return sizeof(layouts) / sizeof(layouts[0]); }

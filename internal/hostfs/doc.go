@@ -31,9 +31,17 @@
 // (RetryLock) instead of blocking a worker, so an interrupt or the end of
 // the session can always cancel it.
 //
+// # File handles
+//
+// HandleOf and OpenHandle wrap name_to_handle_at(2) and open_by_handle_at(2)
+// (ErrNoHandles marks a filesystem that makes none); Mounts keeps the
+// descriptor per host mount that opening a handle needs, counted by its
+// users.
+//
 // # Lock order
 //
-// Locks.mu, one per inode, is the package's only mutex. It is held while an
+// Locks.mu, one per inode, is the package's only mutex besides
+// Mounts.mu, a leaf held across no system call. It is held while an
 // OpenFunc opens an owner's descriptor and while Getlk asks the other
 // owners' descriptors who holds a conflicting lock (non-blocking fcntl
 // calls), and never across a lock wait: RetryLock sleeps with no mutex held.

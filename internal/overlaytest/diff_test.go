@@ -1,6 +1,7 @@
 package overlaytest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -113,12 +114,21 @@ type side struct {
 }
 
 func (s *side) mount() error {
-	m, err := MountImpl(s.impl, s.layers, s.opts, s.mnt)
-	if err != nil {
-		return err
+	// With index=on the kernel marks upper and work dirs in use until the
+	// last superblock reference of the previous mount goes, which can come
+	// a moment after umount(2) returns (a deferred fput): EBUSY then.
+	for i := 0; ; i++ {
+		m, err := MountImpl(s.impl, s.layers, s.opts, s.mnt)
+		if errors.Is(err, unix.EBUSY) && i < 50 {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.m = m
+		return nil
 	}
-	s.m = m
-	return nil
 }
 
 func (s *side) unmount(t *testing.T) error {

@@ -82,8 +82,9 @@ func TestMain(m *testing.M) {
 // mountPassthrough shares a fresh 0777 directory with the given cache
 // policy through `govirtiofsd --mountpoint` (passthrough, fuseproto.Server,
 // devfuse; mounted with allow_other and default_permissions, as a virtio-fs
-// guest would see it). The cleanup stops the daemon if the test has not.
-func mountPassthrough(t *testing.T, cache passthrough.CachePolicy) *fuseMount {
+// guest would see it), with further daemon flags extra. The cleanup stops
+// the daemon if the test has not.
+func mountPassthrough(t *testing.T, cache passthrough.CachePolicy, extra ...string) *fuseMount {
 	t.Helper()
 	testenv.RequireFUSE(t)
 	bin := buildDaemon(t)
@@ -97,8 +98,8 @@ func mountPassthrough(t *testing.T, cache passthrough.CachePolicy) *fuseMount {
 	if err := os.Chmod(m.backing, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	m.daemon = exec.Command(bin, "--shared-dir", m.backing, "--mountpoint", m.mnt,
-		"--cache", cache.String(), "--xattr", "--log-level", "warn")
+	m.daemon = exec.Command(bin, append([]string{"--shared-dir", m.backing, "--mountpoint", m.mnt,
+		"--cache", cache.String(), "--xattr", "--log-level", "warn"}, extra...)...)
 	m.daemon.Stdout, m.daemon.Stderr = os.Stderr, os.Stderr
 	if err := m.daemon.Start(); err != nil {
 		t.Fatalf("starting govirtiofsd: %v", err)
@@ -196,19 +197,34 @@ func unescapeMountinfo(s string) string {
 // TestDevFusePassthrough runs the whole suite over a real /dev/fuse mount
 // of the passthrough filesystem, once per cache policy, then checks on the
 // host that what was done through the mount is really in the shared
-// directory, and that unmounting ends the session.
+// directory, and that unmounting ends the session. cache=auto and never run
+// with --killpriv-v2 (the daemon clears set-ID bits when the kernel says
+// so), metadata and always with virtiofsd's default (the kernel clears them
+// with SETATTR); never and metadata with --allow-mmap, so that MmapShared
+// works with direct I/O.
 func TestDevFusePassthrough(t *testing.T) {
 	for _, cache := range []passthrough.CachePolicy{passthrough.CacheAuto, passthrough.CacheNever, passthrough.CacheMetadata, passthrough.CacheAlways} {
 		t.Run("cache="+cache.String(), func(t *testing.T) {
-			m := mountPassthrough(t, cache)
+			skip := map[string]string{}
+			var extra []string
+			switch cache {
+			case passthrough.CacheAuto, passthrough.CacheNever:
+				extra = append(extra, "--killpriv-v2")
+			default:
+				skip["SetuidClearedOTrunc"] = "without --killpriv-v2 the kernel keeps set-ID bits on an O_TRUNC open"
+			}
+			if cache == passthrough.CacheNever || cache == passthrough.CacheMetadata {
+				extra = append(extra, "--allow-mmap")
+			}
+			m := mountPassthrough(t, cache, extra...)
 			if !mounted(t, m.mnt) {
 				t.Fatalf("%s is not in /proc/self/mountinfo after Mount", m.mnt)
 			}
-			opts := posixtest.Options{}
+			opts := posixtest.Options{Skip: skip}
 			if cache != passthrough.CacheAuto {
 				// The 1 GiB test exercises the data path, which is the same
 				// for every policy but page caching; once is enough in CI.
-				opts.Skip = map[string]string{"LargeFile1GiB": "run under cache=auto only"}
+				opts.Skip["LargeFile1GiB"] = "run under cache=auto only"
 			}
 			posixtest.RunWith(t, m.mnt, opts)
 			if names, err := dirNames(m.backing); err != nil || len(names) != 0 {

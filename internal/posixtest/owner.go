@@ -210,14 +210,6 @@ func testSetuidClearedOnWrite(t *testing.T, dir string) {
 		t.Errorf("after truncate by uid %d, mode is %#o, want 0777", nobodyUID, got)
 	}
 
-	check(t, unix.Chmod(p, 0o6777), "chmod 06777")
-	ops = []helperOp{{Op: "create", Path: p, Flags: unix.O_TRUNC}}
-	wantHelperOK(t, ops, runOps(t, nobodyUID, nobodyGID, ops...))
-	if got := lstat(t, p).Mode & 0o7777; got != 0o777 {
-		t.Errorf("after an O_TRUNC open (no write) by uid %d, mode is %#o, want 0777", nobodyUID, got)
-	}
-	wantContent(t, p, nil)
-
 	// Setgid without group execute: Linux 6.2 and later drop it too when
 	// the writer is not in the file's group; older kernels keep it.
 	check(t, unix.Chmod(p, 0o6766), "chmod 06766")
@@ -236,5 +228,25 @@ func testSetuidClearedOnWrite(t *testing.T, dir string) {
 	if got := lstat(t, p).Mode & 0o7777; got != 0o6777 {
 		t.Errorf("after a write by root, mode is %#o, want 06777", got)
 	}
+	remove(t, p)
+}
+
+// testSetuidClearedOTrunc checks that an O_TRUNC open by a user other
+// than root clears the setuid and setgid bits even when nothing is
+// written. Over FUSE that needs the daemon's help (FUSE_HANDLE_KILLPRIV_V2):
+// without it the kernel truncates with the open (FUSE_ATOMIC_O_TRUNC) and
+// sends no SETATTR for the mode, so the bits stay, with virtiofsd as with
+// govirtiofsd; such transports skip this test.
+func testSetuidClearedOTrunc(t *testing.T, dir string) {
+	needRoot(t)
+	p := filepath.Join(dir, "suid")
+	writeFile(t, p, []byte("#!/bin/true\n"), 0o644)
+	check(t, unix.Chmod(p, 0o6777), "chmod 06777")
+	ops := []helperOp{{Op: "create", Path: p, Flags: unix.O_TRUNC}}
+	wantHelperOK(t, ops, runOps(t, nobodyUID, nobodyGID, ops...))
+	if got := lstat(t, p).Mode & 0o7777; got != 0o777 {
+		t.Errorf("after an O_TRUNC open (no write) by uid %d, mode is %#o, want 0777", nobodyUID, got)
+	}
+	wantContent(t, p, nil)
 	remove(t, p)
 }

@@ -105,6 +105,7 @@ var Suite = map[string]func(t *testing.T, mnt string){
 	"Utimensat":            testUtimensat,
 	"TimesUpdatedByWrite":  testTimesUpdatedByWrite,
 	"SetuidClearedOnWrite": testSetuidClearedOnWrite,
+	"SetuidClearedOTrunc":  testSetuidClearedOTrunc,
 	"XattrUser":            testXattrUser,
 	"XattrCreateReplace":   testXattrCreateReplace,
 	"NonRootCreate":        testNonRootCreate,

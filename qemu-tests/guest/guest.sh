@@ -8,7 +8,8 @@
 # overlay case (guesttest -overlay), in the idmap mode only its id-mapping
 # case (guesttest -idmap). The host test fills in the placeholders:
 #   @MODE@       "overlay" for the overlay case, "idmap" for the id-mapping
-#                case, else empty
+#                case, "dropin", "acl" or "migrate" for those cases (the
+#                checker alone, guesttest -MODE), else empty
 #   @CHECKS@     regexp choosing the checker's checks (empty: all)
 #   @POSIXRUN@   the suite's -test.run pattern
 #   @POSIXSKIP@  comma-separated suite tests to leave out
@@ -83,6 +84,13 @@ if [ "$mode" = overlay ]; then
 	grep virtio /proc/interrupts | info
 	exit 0
 fi
+
+case "$mode" in
+dropin | acl | migrate)
+	run_watched "" /bin/guesttest -"$mode" "$mnt"
+	exit 0
+	;;
+esac
 
 if [ "$mode" = idmap ]; then
 	run_watched "" /bin/guesttest -idmap "$mnt"

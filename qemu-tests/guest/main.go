@@ -7,6 +7,9 @@
 //
 //	guesttest -overlay MOUNTPOINT
 //	guesttest -idmap MOUNTPOINT
+//	guesttest -dropin MOUNTPOINT
+//	guesttest -acl MOUNTPOINT
+//	guesttest -migrate MOUNTPOINT
 //
 // -run limits the checks to those whose names match (all when empty).
 //
@@ -18,6 +21,11 @@
 // idmap.go): MOUNTPOINT is a share served with --translate-uid and
 // --translate-gid, the checks are idcase.Checks. For them the checker runs
 // itself as other users with -idmap-op.
+//
+// -dropin, -acl and -migrate run the drop-in case (dropin.go,
+// ../internal/dropcase), the POSIX ACL case (acl.go, ../internal/aclcase;
+// its users act through -idmap-op too) and the migration case (migrate.go,
+// ../internal/migcase) instead.
 //
 // The host prepares MOUNTPOINT/in (see prepareShare in ../qemu_test.go) and
 // an absent MOUNTPOINT/out. Every check prints one line on the console,
@@ -101,9 +109,12 @@ func main() {
 	overlay := flag.Bool("overlay", false, "run the overlay case on MOUNTPOINT, a union served by govirtiofsd --overlay")
 	idmap := flag.Bool("idmap", false, "run the id-mapping case on MOUNTPOINT, a share served with --translate-uid/--translate-gid")
 	idmapOp := flag.String("idmap-op", "", "(the id-mapping case's child) do `op` to the path argument and print OK or ERRNO n")
+	dropin := flag.Bool("dropin", false, "run the drop-in case on MOUNTPOINT, a share served with an orchestrator's command line")
+	acl := flag.Bool("acl", false, "run the POSIX ACL case on MOUNTPOINT, a share served with --xattr --posix-acl")
+	migrate := flag.Bool("migrate", false, "run the migration case on MOUNTPOINT: hold files open while the host migrates the guest")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: guesttest [-run REGEXP] MOUNTPOINT\n       guesttest -overlay MOUNTPOINT\n       guesttest -idmap MOUNTPOINT")
+		fmt.Fprintln(os.Stderr, "usage: guesttest [-run REGEXP] MOUNTPOINT\n       guesttest -overlay|-idmap|-dropin|-acl|-migrate MOUNTPOINT")
 		os.Exit(2)
 	}
 	if *overlay {
@@ -115,6 +126,18 @@ func main() {
 	}
 	if *idmap {
 		runIDMap(flag.Arg(0))
+		return
+	}
+	if *dropin {
+		runDropIn(flag.Arg(0))
+		return
+	}
+	if *acl {
+		runACL(flag.Arg(0))
+		return
+	}
+	if *migrate {
+		runMigrate(flag.Arg(0))
 		return
 	}
 	re, err := regexp.Compile(*run)
