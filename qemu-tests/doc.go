@@ -69,6 +69,24 @@
 // 1000 and 1001 are granted and refused accordingly, new files inherit the
 // default ACL, and the host reads the same ACLs back (internal/aclcase).
 //
+// TestQEMUSecurityLabel serves a 6.12 guest with --security-label. The
+// guest boots with lsm=selinux on its kernel command line
+// (guestRun.kernelArgs) and no policy, so its kernel sends the SELinux
+// label of every new object ("unlabeled\0") with CREATE, MKDIR, SYMLINK
+// and MKNOD (FUSE_SECURITY_CTX) and the daemon stores it on the host
+// object. The
+// guest (guesttest -seclabel, internal/seclabelcase) makes a file, a
+// directory, a symlink and a fifo, reads security.selinux back (getxattr,
+// listxattr, warm and with cold caches; uninitialized SELinux leaves both
+// to the filesystem) and reports it; the host then requires exactly that
+// value in the object's xattr (TestQEMUSecurityLabel/<case>/<pair>/
+// seclabel_<op>). Two cases, one guest each: security (security.selinux on
+// the host, the daemon with --modcaps=+sys_admin) and user_xattrmap
+// (--xattrmap ":prefix:all:security.:user.virtiofs.::ok:all:::", the label
+// under user.virtiofs.security.selinux; the host allows user.* only on
+// files and directories, so the symlink and the fifo must fail with EPERM
+// and leave nothing behind). About 15 s.
+//
 // TestQEMUMigration live-migrates a 6.12 guest between two QEMU 10.0
 // processes over QMP, each served by its own daemon on the same share,
 // while the guest holds files open (internal/migcase); the guest goes on
@@ -101,6 +119,9 @@
 //	                        QEMUTEST_PAIRS if set, else "6.12")
 //	QEMUTEST_IDMAP_PAIRS    the same for TestQEMUIDMap
 //	QEMUTEST_ACL_PAIRS      the same for TestQEMUPosixACL
+//	QEMUTEST_SECLABEL_PAIRS the same for TestQEMUSecurityLabel (6.1 sends
+//	                        the label as a trailing argument, 6.12 as a
+//	                        request extension)
 //	QEMUTEST_DROPIN_PAIRS   the pairs of TestQEMUDropIn (default "6.12")
 //	QEMUTEST_DROPIN_CASES   regexp: the command lines it runs
 //	QEMUTEST_MIGRATION_PAIRS the pairs of TestQEMUMigration (QEMU 10.0

@@ -435,6 +435,9 @@ type guestRun struct {
 	daemonCred *syscall.Credential
 	// memMiB is the guest's memory (0: 2048).
 	memMiB int
+	// kernelArgs, if not empty, is appended to the guest's kernel
+	// command line.
+	kernelArgs string
 }
 
 func (g *guestRun) qemuArgv() []string {
@@ -451,10 +454,14 @@ func (g *guestRun) qemuArgv() []string {
 	if g.queues > 1 {
 		dev += ",num-request-queues=" + strconv.Itoa(g.queues)
 	}
+	cmdline := "console=ttyS0 panic=-1 edd=off quiet"
+	if g.kernelArgs != "" {
+		cmdline += " " + g.kernelArgs
+	}
 	return append(argv,
 		"-nographic", "-no-reboot",
 		"-kernel", g.kernel, "-initrd", g.initrd,
-		"-append", "console=ttyS0 panic=-1 edd=off quiet",
+		"-append", cmdline,
 		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem), "-numa", "node,memdev=mem",
 		"-chardev", "socket,id=char0,path="+g.socket,
 		"-device", dev)

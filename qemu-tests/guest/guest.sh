@@ -8,8 +8,8 @@
 # overlay case (guesttest -overlay), in the idmap mode only its id-mapping
 # case (guesttest -idmap). The host test fills in the placeholders:
 #   @MODE@       "overlay" for the overlay case, "idmap" for the id-mapping
-#                case, "dropin", "acl" or "migrate" for those cases (the
-#                checker alone, guesttest -MODE), else empty
+#                case, "dropin", "acl", "migrate" or "seclabel" for those
+#                cases (the checker alone, guesttest -MODE), else empty
 #   @CHECKS@     regexp choosing the checker's checks (empty: all)
 #   @POSIXRUN@   the suite's -test.run pattern
 #   @POSIXSKIP@  comma-separated suite tests to leave out
@@ -86,7 +86,7 @@ if [ "$mode" = overlay ]; then
 fi
 
 case "$mode" in
-dropin | acl | migrate)
+dropin | acl | migrate | seclabel)
 	run_watched "" /bin/guesttest -"$mode" "$mnt"
 	exit 0
 	;;

@@ -10,6 +10,7 @@
 //	guesttest -dropin MOUNTPOINT
 //	guesttest -acl MOUNTPOINT
 //	guesttest -migrate MOUNTPOINT
+//	guesttest -seclabel MOUNTPOINT
 //
 // -run limits the checks to those whose names match (all when empty).
 //
@@ -26,6 +27,10 @@
 // ../internal/dropcase), the POSIX ACL case (acl.go, ../internal/aclcase;
 // its users act through -idmap-op too) and the migration case (migrate.go,
 // ../internal/migcase) instead.
+//
+// -seclabel runs the security label case (seclabel.go,
+// ../internal/seclabelcase) instead: MOUNTPOINT is a share served with
+// --security-label in a guest booted with lsm=selinux.
 //
 // The host prepares MOUNTPOINT/in (see prepareShare in ../qemu_test.go) and
 // an absent MOUNTPOINT/out. Every check prints one line on the console,
@@ -112,9 +117,10 @@ func main() {
 	dropin := flag.Bool("dropin", false, "run the drop-in case on MOUNTPOINT, a share served with an orchestrator's command line")
 	acl := flag.Bool("acl", false, "run the POSIX ACL case on MOUNTPOINT, a share served with --xattr --posix-acl")
 	migrate := flag.Bool("migrate", false, "run the migration case on MOUNTPOINT: hold files open while the host migrates the guest")
+	seclabel := flag.Bool("seclabel", false, "run the security label case on MOUNTPOINT, a share served with --security-label")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: guesttest [-run REGEXP] MOUNTPOINT\n       guesttest -overlay|-idmap|-dropin|-acl|-migrate MOUNTPOINT")
+		fmt.Fprintln(os.Stderr, "usage: guesttest [-run REGEXP] MOUNTPOINT\n       guesttest -overlay|-idmap|-dropin|-acl|-migrate|-seclabel MOUNTPOINT")
 		os.Exit(2)
 	}
 	if *overlay {
@@ -138,6 +144,10 @@ func main() {
 	}
 	if *migrate {
 		runMigrate(flag.Arg(0))
+		return
+	}
+	if *seclabel {
+		runSecLabel(flag.Arg(0))
 		return
 	}
 	re, err := regexp.Compile(*run)
