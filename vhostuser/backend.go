@@ -16,10 +16,16 @@ import (
 )
 
 // Device is a virtio device served over vhost-user. The backend calls its
-// methods from the goroutine that serves the connection, one at a time.
+// methods from the goroutine that serves the connection, one at a time
+// (StateTransferer's are the exception).
+//
+// The backend offers VHOST_F_LOG_ALL and LOG_SHMFD for every device and
+// logs dirty pages in virtqueue.Queue.Push, so a device must write guest
+// memory only into the writable buffers of the chains it pushes (calling
+// Chain.NoteWritten for bytes beyond the length it pushes).
 type Device interface {
 	// Features returns the virtio feature bits the device offers; the
-	// backend adds VHOST_USER_F_PROTOCOL_FEATURES.
+	// backend adds VHOST_USER_F_PROTOCOL_FEATURES and VHOST_F_LOG_ALL.
 	Features() uint64
 	// NumQueues returns the number of virtqueues (GET_QUEUE_NUM); vring
 	// indexes from the front-end must be below it.
@@ -45,6 +51,34 @@ type Device interface {
 	// Reset ends the device's session: the front-end reset the device or
 	// went away. All queues are stopped before.
 	Reset()
+}
+
+// StateTransferer is implemented by a Device whose internal state can
+// travel with a migration (VHOST_USER_PROTOCOL_F_DEVICE_STATE): the
+// source's back-end saves it into a pipe the front-end reads, the
+// destination's loads it from a pipe the front-end writes.
+//
+// SaveState and LoadState run on a goroutine of their own, started by
+// SET_DEVICE_STATE_FD while no vring is served; the session goes on
+// meanwhile (so other Device methods may run concurrently with them), and
+// CHECK_DEVICE_STATE waits for them and reports their error. No vring is
+// served while a transfer runs: one the front-end starts and enables
+// meanwhile gets StartQueue once the transfer is over (at
+// CHECK_DEVICE_STATE, or at the next message). The device must be able to
+// serve again afterwards, whether the transfer failed or not (QEMU resumes
+// the source when a migration fails).
+type StateTransferer interface {
+	// CanTransferState reports whether DEVICE_STATE is offered; it is
+	// asked once per connection.
+	CanTransferState() bool
+	// SaveState writes the device's state to w. The backend closes the
+	// pipe after it returns: the end of the data.
+	SaveState(w io.Writer) error
+	// LoadState reads state written by SaveState from r, up to its end,
+	// and makes it the device's. The state comes from the front-end and
+	// must be checked like any other input from it. Data after the end
+	// LoadState reads to is an error.
+	LoadState(r io.Reader) error
 }
 
 // DefaultMaxMemSlots is the number of memory slots announced by
@@ -115,7 +149,7 @@ func (b *Backend) Serve(ctx context.Context, l *net.UnixListener, keepServing bo
 // queues are stopped, the device is reset, every fd received is closed and
 // c is closed before it returns.
 func (b *Backend) ServeConn(ctx context.Context, c *net.UnixConn) error {
-	s := b.newSession(c)
+	s := b.newSession(ctx, c)
 	defer s.close()
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -152,6 +186,7 @@ type vring struct {
 
 // session is the state of one front-end connection.
 type session struct {
+	ctx        context.Context
 	b          *Backend
 	dev        Device
 	log        hclog.Logger
@@ -164,16 +199,25 @@ type session struct {
 	status     uint64
 	backendReq int
 	vrings     []vring
+	dirty      *virtqueue.DirtyLog // SET_LOG_BASE, nil before
+	st         StateTransferer     // nil when DEVICE_STATE is not offered
+	xfer       *transfer           // SET_DEVICE_STATE_FD not yet checked
+	held       bool                // a vring waits for the transfer's end
 }
 
-func (b *Backend) newSession(c *net.UnixConn) *session {
+func (b *Backend) newSession(ctx context.Context, c *net.UnixConn) *session {
 	s := &session{
-		b: b, dev: b.dev, log: b.log, w: newWire(c), mem: virtqueue.NewGuestMemory(),
-		features: b.dev.Features() | FeatureProtocolFeatures, backendReq: -1,
-		protocol: ProtocolMQ | ProtocolReplyAck | ProtocolResetDevice | ProtocolConfigureMemSlots | ProtocolStatus,
+		ctx: ctx, b: b, dev: b.dev, log: b.log, w: newWire(c), mem: virtqueue.NewGuestMemory(),
+		features: b.dev.Features() | FeatureProtocolFeatures | virtqueue.FeatureLogAll, backendReq: -1,
+		protocol: ProtocolMQ | ProtocolLogShmfd | ProtocolReplyAck | ProtocolResetDevice |
+			ProtocolConfigureMemSlots | ProtocolStatus,
 	}
 	if b.dev.Config() != nil {
 		s.protocol |= ProtocolConfig
+	}
+	if st, ok := b.dev.(StateTransferer); ok && st.CanTransferState() {
+		s.st = st
+		s.protocol |= ProtocolDeviceState
 	}
 	s.vrings = make([]vring, b.dev.NumQueues())
 	for i := range s.vrings {
@@ -182,10 +226,13 @@ func (b *Backend) newSession(c *net.UnixConn) *session {
 	return s
 }
 
-// close ends the session: queues stop, the device resets, fds close.
+// close ends the session: a state transfer is cancelled, queues stop, the
+// device resets, fds close.
 func (s *session) close() {
+	s.cancelTransfer()
 	s.resetRings()
 	s.dev.Reset()
+	s.closeDirtyLog()
 	closeFD(&s.backendReq)
 	s.mem.Clear()
 	s.w.c.Close()
@@ -214,10 +261,25 @@ var errVringIndex = errors.New("vhostuser: vring index out of range")
 func (s *session) dispatch(m *message) error {
 	defer m.closeFDs()
 	req := m.hdr.Request
+	if s.held && !s.transferring() {
+		s.releaseRings()
+	}
 	if s.log.IsDebug() {
 		s.log.Debug("vhost-user request", "request", req.String(), "flags", m.hdr.Flags, "size", m.hdr.Size, "fds", len(m.fds))
 	}
 	reply, err := s.handle(m)
+	if req.hasStatusReply() || (req == SetLogBase && s.ackedProto&ProtocolLogShmfd != 0) {
+		// The explicit u64 reply carries the failure; the front-end
+		// learns of it, so the connection goes on.
+		if err != nil {
+			s.log.Warn("vhost-user request failed", "request", req.String(), "error", err)
+			reply = EncodeU64(1)
+			if req == SetDeviceStateFD {
+				reply = EncodeU64(1 | VringNoFD)
+			}
+		}
+		return s.w.reply(req, reply)
+	}
 	if req.hasReply() {
 		if err != nil {
 			if req == GetConfig {
@@ -280,6 +342,8 @@ func (s *session) handle(m *message) ([]byte, error) {
 				s.apply(i)
 			}
 		}
+		// VHOST_F_LOG_ALL starts or stops logging on running rings.
+		s.applyLogs()
 		return nil, nil
 
 	case GetProtocolFeatures:
@@ -305,9 +369,11 @@ func (s *session) handle(m *message) ([]byte, error) {
 		return nil, nil
 
 	case ResetDevice:
+		s.cancelTransfer()
 		s.resetRings()
 		s.acked, s.status = 0, 0
 		s.dev.Reset()
+		s.closeDirtyLog()
 		return nil, nil
 
 	case GetQueueNum:
@@ -377,9 +443,13 @@ func (s *session) handle(m *message) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		if a.Flags&^VringFLog != 0 {
+			return nil, fmt.Errorf("vring %d address flags %#x", a.Index, a.Flags)
+		}
 		// On a started ring (logging toggled) the addresses apply from
-		// the next start.
+		// the next start; the logging flag and address at once.
 		v.desc, v.used, v.avail, v.log, v.addrFlags, v.addrSet = a.Desc, a.Used, a.Avail, a.Log, a.Flags, true
+		s.applyLog(int(a.Index))
 		return nil, nil
 
 	case SetVringBase:
@@ -475,6 +545,15 @@ func (s *session) handle(m *message) ([]byte, error) {
 
 	case GetStatus:
 		return EncodeU64(s.status), nil
+
+	case SetLogBase:
+		return s.setLogBase(m)
+
+	case SetDeviceStateFD:
+		return s.setDeviceStateFD(m)
+
+	case CheckDeviceState:
+		return s.checkDeviceState()
 	}
 	return nil, fmt.Errorf("%w %v", errUnknown, m.hdr.Request)
 }
@@ -576,15 +655,20 @@ func (s *session) startRing(i int) error {
 	}
 	q.SetCall(v.call)
 	v.q, v.started = q, true
+	s.applyLog(i)
 	return s.apply(i)
 }
 
 // apply starts or stops the device's service of vring i to match its
-// state: served while started and enabled.
+// state: served while started and enabled, and no device state transfer
+// runs.
 func (s *session) apply(i int) error {
 	v := &s.vrings[i]
 	want := v.started && v.enabled
 	switch {
+	case want && !v.running && s.transferring():
+		// Served once the state transfer is over (releaseRings).
+		s.held = true
 	case want && !v.running:
 		if err := s.dev.StartQueue(i, v.q, v.kick); err != nil {
 			return fmt.Errorf("starting vring %d: %w", i, err)

@@ -113,8 +113,9 @@ func TestQEMUSequence(t *testing.T) {
 	if fe.Protocol&vhostuser.ProtocolConfig != 0 {
 		t.Error("CONFIG offered although the device has no config space")
 	}
-	wantProto := uint64(vhostuser.ProtocolMQ | vhostuser.ProtocolReplyAck | vhostuser.ProtocolResetDevice |
-		vhostuser.ProtocolConfigureMemSlots | vhostuser.ProtocolStatus)
+	wantProto := uint64(vhostuser.ProtocolMQ | vhostuser.ProtocolLogShmfd | vhostuser.ProtocolReplyAck |
+		vhostuser.ProtocolResetDevice | vhostuser.ProtocolConfigureMemSlots | vhostuser.ProtocolStatus |
+		vhostuser.ProtocolDeviceState)
 	if fe.Protocol != wantProto {
 		t.Errorf("protocol features %#x, want %#x", fe.Protocol, wantProto)
 	}

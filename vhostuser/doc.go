@@ -11,6 +11,25 @@
 // the kick, call and error eventfds, config space, device status, and
 // REPLY_ACK for every message sent with NEED_REPLY.
 //
+// # Live migration
+//
+// The backend offers VHOST_F_LOG_ALL and LOG_SHMFD to every device.
+// SET_LOG_BASE maps the front-end's log (answered with a u64 status, as the
+// spec asks with LOG_SHMFD) and switches every running queue to it before
+// the reply goes out; VHOST_F_LOG_ALL in SET_FEATURES logs what the device
+// writes into descriptor buffers, VHOST_VRING_F_LOG in SET_VRING_ADDR (also
+// on a started ring) logs the used ring at the vring's log address.
+//
+// A Device that implements StateTransferer (and says CanTransferState) gets
+// DEVICE_STATE offered. SET_DEVICE_STATE_FD, accepted only while no vring
+// is served, starts SaveState or LoadState on a goroutine over the
+// front-end's pipe (the reply returns no fd of our own); vrings enabled
+// during the transfer are served only after it; CHECK_DEVICE_STATE waits
+// for it and answers its result. Both always answer with a u64, failures
+// included, so they never drop the connection. A transfer still running
+// when the connection ends or the device is reset is cancelled by closing
+// its fd.
+//
 // # Ring states
 //
 // Every ring starts stopped and disabled. SET_VRING_KICK starts a ring

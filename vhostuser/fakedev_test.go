@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -13,13 +14,76 @@ import (
 
 // echoDev is a fake device: each queue copies every chain's readable bytes
 // into its writable buffers. It records StartQueue, StopQueue and Reset.
+// Its migratable state is a byte string (unless noState).
 type echoDev struct {
-	nq     int
-	config []byte
+	nq      int
+	config  []byte
+	noState bool
 
-	mu     sync.Mutex
-	events []string
-	run    map[int]*echoRunner
+	mu      sync.Mutex
+	events  []string
+	run     map[int]*echoRunner
+	state   []byte
+	saveErr error // SaveState fails with it after writing the state
+	loadErr error // LoadState fails with it after reading the state
+	loadLen int   // LoadState reads this many bytes, not up to EOF
+}
+
+// maxEchoState bounds what LoadState accepts.
+const maxEchoState = 4 << 20
+
+func (d *echoDev) CanTransferState() bool { return !d.noState }
+
+func (d *echoDev) SaveState(w io.Writer) error {
+	d.mu.Lock()
+	st, err := d.state, d.saveErr
+	d.mu.Unlock()
+	d.event("save")
+	if _, werr := w.Write(st); werr != nil {
+		return werr
+	}
+	return err
+}
+
+func (d *echoDev) LoadState(r io.Reader) error {
+	d.event("load")
+	d.mu.Lock()
+	n, lerr := d.loadLen, d.loadErr
+	d.mu.Unlock()
+	var b []byte
+	var err error
+	if n > 0 {
+		b = make([]byte, n)
+		_, err = io.ReadFull(r, b)
+	} else {
+		b, err = io.ReadAll(io.LimitReader(r, maxEchoState+1))
+		if err == nil && len(b) > maxEchoState {
+			err = errors.New("state too large")
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if lerr != nil {
+		return lerr
+	}
+	d.mu.Lock()
+	d.state = b
+	d.mu.Unlock()
+	return nil
+}
+
+// set changes the device's state fields under its lock.
+func (d *echoDev) set(f func(d *echoDev)) {
+	d.mu.Lock()
+	f(d)
+	d.mu.Unlock()
+}
+
+func (d *echoDev) State() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state
 }
 
 func newEchoDev(nq int, config []byte) *echoDev {

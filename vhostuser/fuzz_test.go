@@ -21,6 +21,8 @@ func FuzzDecoders(f *testing.F) {
 	f.Add(vhostuser.EncodeMemReg(virtqueue.RegionSpec{GuestAddr: 1 << 32, Size: 1 << 20}))
 	f.Add(vhostuser.ConfigAccess{Offset: 4, Data: []byte("tag")}.Encode())
 	f.Add(vhostuser.EncodeU64(42))
+	f.Add(vhostuser.LogDescription{Size: 4096, Offset: 8}.Encode())
+	f.Add(vhostuser.DeviceStateTransfer{Direction: vhostuser.TransferLoad}.Encode())
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if h, err := vhostuser.DecodeHeader(p); err == nil && !bytes.Equal(h.Encode(nil), p[:vhostuser.HeaderSize]) {
 			t.Fatal("header round trip")
@@ -45,6 +47,12 @@ func FuzzDecoders(f *testing.F) {
 		}
 		if r, err := vhostuser.DecodeMemReg(p); err == nil && !bytes.Equal(vhostuser.EncodeMemReg(r)[8:], p[8:]) {
 			t.Fatal("memory region round trip")
+		}
+		if l, err := vhostuser.DecodeLogDescription(p); err == nil && !bytes.Equal(l.Encode(), p) {
+			t.Fatal("log description round trip")
+		}
+		if d, err := vhostuser.DecodeDeviceStateTransfer(p); err == nil && !bytes.Equal(d.Encode(), p) {
+			t.Fatal("device state transfer round trip")
 		}
 		if c, err := vhostuser.DecodeConfigAccess(p); err == nil {
 			if len(c.Data) > vhostuser.MaxConfigSize || !bytes.Equal(c.Encode(), p) {
@@ -74,6 +82,16 @@ func FuzzSession(f *testing.F) {
 		msg(vhostuser.ResetDevice, 9, nil),
 	}, nil))
 	f.Add(msg(vhostuser.SetMemTable, 9, vhostuser.EncodeMemTable(make([]virtqueue.RegionSpec, 2))))
+	// Migration: logging and a device state transfer, all without the fds
+	// they need.
+	f.Add(bytes.Join([][]byte{
+		msg(vhostuser.SetProtocolFeatures, 1, vhostuser.EncodeU64(vhostuser.ProtocolReplyAck|vhostuser.ProtocolLogShmfd|vhostuser.ProtocolDeviceState)),
+		msg(vhostuser.SetFeatures, 9, vhostuser.EncodeU64(virtqueue.FeatureVersion1|virtqueue.FeatureLogAll|vhostuser.FeatureProtocolFeatures)),
+		msg(vhostuser.SetLogBase, 9, vhostuser.LogDescription{Size: 4096}.Encode()),
+		msg(vhostuser.SetVringAddr, 9, vhostuser.VringAddr{Index: 1, Flags: vhostuser.VringFLog, Log: 0x3000}.Encode()),
+		msg(vhostuser.SetDeviceStateFD, 1, vhostuser.DeviceStateTransfer{Direction: vhostuser.TransferSave}.Encode()),
+		msg(vhostuser.CheckDeviceState, 1, nil),
+	}, nil))
 	f.Add(msg(99, 1, []byte{1, 2, 3}))
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		front, back := vutest.Socketpair(t)

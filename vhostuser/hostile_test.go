@@ -181,7 +181,7 @@ func tempFD(t *testing.T, open func() (int, error)) int {
 
 func hostileVhostRows() []vuRow {
 	var rows []vuRow
-	for _, part := range [][]vuRow{sizeRows(), streamRows(), fdRows(), indexRows(), ringRows(), requestRows()} {
+	for _, part := range [][]vuRow{sizeRows(), streamRows(), fdRows(), indexRows(), ringRows(), requestRows(), migrationRows()} {
 		rows = append(rows, part...)
 	}
 	return rows
@@ -544,4 +544,120 @@ func requestRows() []vuRow {
 		}, want: vuAck},
 	)
 	return rows
+}
+
+// migrationRows send bad dirty logs and device state transfers. With
+// LOG_SHMFD, SET_LOG_BASE always gets a reply; SET_DEVICE_STATE_FD and
+// CHECK_DEVICE_STATE always do. A failure is in the reply, and the
+// connection goes on.
+func migrationRows() []vuRow {
+	memfd := func(t *testing.T, size int64) int {
+		fd := tempFD(t, func() (int, error) { return unix.MemfdCreate("log", unix.MFD_CLOEXEC) })
+		if err := unix.Ftruncate(fd, size); err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	eventfd := func(t *testing.T) int {
+		return tempFD(t, func() (int, error) { return unix.Eventfd(0, unix.EFD_CLOEXEC) })
+	}
+	// pipe returns a pipe's read and write ends, closed when the test ends.
+	pipe := func(t *testing.T) (r, w int) {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(p[0]); unix.Close(p[1]) })
+		return p[0], p[1]
+	}
+	logBase := func(ld vhostuser.LogDescription, fds func(t *testing.T) []int) func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+		return func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			fe.Negotiate(allFeatures)
+			return fe.Do(vhostuser.SetLogBase, ld.Encode(), fds(t)...)
+		}
+	}
+	oneMemfd := func(t *testing.T) []int { return []int{memfd(t, 8192)} }
+	transfer := func(dir, phase uint32) []byte {
+		return vhostuser.DeviceStateTransfer{Direction: dir, Phase: phase}.Encode()
+	}
+	state := func(payload []byte, fds func(t *testing.T) []int) func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+		return func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			fe.Negotiate(allFeatures)
+			return fe.Do(vhostuser.SetDeviceStateFD, payload, fds(t)...)
+		}
+	}
+	writeEnd := func(t *testing.T) []int { _, w := pipe(t); return []int{w} }
+	readEnd := func(t *testing.T) []int { r, _ := pipe(t); return []int{r} }
+	return []vuRow{
+		{name: "SET_LOG_BASE of size 0", send: logBase(vhostuser.LogDescription{}, oneMemfd), want: vuNack},
+		{name: "SET_LOG_BASE larger than its memfd", send: logBase(vhostuser.LogDescription{Size: 8193}, oneMemfd), want: vuNack},
+		{name: "SET_LOG_BASE offset beyond its memfd", send: logBase(vhostuser.LogDescription{Size: 8, Offset: 8192}, oneMemfd), want: vuNack},
+		{name: "SET_LOG_BASE offset plus size wrapping around 2^64", send: logBase(vhostuser.LogDescription{Size: 8192, Offset: ^uint64(0) - 4095}, oneMemfd), want: vuNack},
+		{name: "SET_LOG_BASE of 2^63 bytes", send: logBase(vhostuser.LogDescription{Size: 1 << 63}, oneMemfd), want: vuNack},
+		{name: "SET_LOG_BASE without fd", send: logBase(vhostuser.LogDescription{Size: 8}, func(*testing.T) []int { return nil }), want: vuNack},
+		{name: "SET_LOG_BASE with two fds", send: logBase(vhostuser.LogDescription{Size: 8}, func(t *testing.T) []int {
+			return []int{memfd(t, 8), memfd(t, 8)}
+		}), want: vuNack},
+		{name: "SET_LOG_BASE with an eventfd", send: logBase(vhostuser.LogDescription{Size: 8}, func(t *testing.T) []int { return []int{eventfd(t)} }), want: vuNack},
+		{name: "SET_LOG_BASE with a u64 payload", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			fe.Negotiate(allFeatures)
+			return fe.Do(vhostuser.SetLogBase, vhostuser.EncodeU64(0), memfd(t, 8))
+		}, want: vuNack},
+		{name: "SET_LOG_BASE with LOG_SHMFD is answered without NEED_REPLY", noReply: true,
+			send: logBase(vhostuser.LogDescription{}, oneMemfd), want: vuNack},
+		{name: "SET_LOG_BASE of a memfd is mapped", send: logBase(vhostuser.LogDescription{Size: 8192}, oneMemfd), want: vuAck},
+		{name: "SET_VRING_ADDR with flags beyond VHOST_VRING_F_LOG", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			return fe.Do(vhostuser.SetVringAddr, vhostuser.VringAddr{Index: 1, Flags: 2}.Encode())
+		}, want: vuNack},
+		{name: "SET_DEVICE_STATE_FD before DEVICE_STATE is negotiated", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			return fe.Do(vhostuser.SetDeviceStateFD, transfer(vhostuser.TransferSave, 0), writeEnd(t)...)
+		}, want: vuNack},
+		{name: "SET_DEVICE_STATE_FD direction 2", send: state(transfer(2, 0), writeEnd), want: vuNack},
+		{name: "SET_DEVICE_STATE_FD phase 1", send: state(transfer(vhostuser.TransferSave, 1), writeEnd), want: vuNack},
+		{name: "SET_DEVICE_STATE_FD without fd", send: state(transfer(vhostuser.TransferSave, 0), func(*testing.T) []int { return nil }), want: vuNack},
+		{name: "SET_DEVICE_STATE_FD with two fds", send: state(transfer(vhostuser.TransferLoad, 0), func(t *testing.T) []int {
+			r, w := pipe(t)
+			return []int{r, w}
+		}), want: vuNack},
+		{name: "SET_DEVICE_STATE_FD payload of 7 bytes", send: state(transfer(vhostuser.TransferSave, 0)[:7], writeEnd), want: vuNack},
+		{name: "SET_DEVICE_STATE_FD while a vring runs", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			fe.CHStart(2, 64, allFeatures)
+			_, err := fe.Do(vhostuser.SetDeviceStateFD, transfer(vhostuser.TransferSave, 0), writeEnd(t)...)
+			fe.Must(vhostuser.ResetDevice, nil)
+			return nil, err
+		}, want: vuNack},
+		{name: "SET_DEVICE_STATE_FD load never ended, then a second one", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			// The first transfer waits for data that never comes; the
+			// second is refused; RESET_DEVICE cancels the first.
+			fe.Negotiate(allFeatures)
+			fe.Must(vhostuser.SetDeviceStateFD, transfer(vhostuser.TransferLoad, 0), readEnd(t)...)
+			_, err := fe.Do(vhostuser.SetDeviceStateFD, transfer(vhostuser.TransferLoad, 0), readEnd(t)...)
+			fe.Must(vhostuser.ResetDevice, nil)
+			return nil, err
+		}, want: vuNack},
+		{name: "SET_DEVICE_STATE_FD load from /dev/zero, then CHECK_DEVICE_STATE", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			fe.Negotiate(allFeatures)
+			zero := tempFD(t, func() (int, error) { return unix.Open("/dev/zero", unix.O_RDONLY|unix.O_CLOEXEC, 0) })
+			fe.Must(vhostuser.SetDeviceStateFD, transfer(vhostuser.TransferLoad, 0), zero)
+			return fe.Do(vhostuser.CheckDeviceState, nil)
+		}, want: vuNack},
+		{name: "SET_DEVICE_STATE_FD save of an empty state into a pipe's read end, then CHECK_DEVICE_STATE", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			// The echo device's state is empty: only closing it is
+			// left, which succeeds; an fd it cannot write is fine then.
+			fe.Negotiate(allFeatures)
+			fe.Must(vhostuser.SetDeviceStateFD, transfer(vhostuser.TransferSave, 0), readEnd(t)...)
+			return fe.Do(vhostuser.CheckDeviceState, nil)
+		}, want: vuAck},
+		{name: "CHECK_DEVICE_STATE without a transfer", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			fe.Negotiate(allFeatures)
+			return fe.Do(vhostuser.CheckDeviceState, nil)
+		}, want: vuNack},
+		{name: "CHECK_DEVICE_STATE with a payload", send: func(t *testing.T, fe *vutest.Frontend) ([]byte, error) {
+			fe.Negotiate(allFeatures)
+			fe.Must(vhostuser.SetDeviceStateFD, transfer(vhostuser.TransferSave, 0), writeEnd(t)...)
+			_, err := fe.Do(vhostuser.CheckDeviceState, vhostuser.EncodeU64(0))
+			fe.Must(vhostuser.CheckDeviceState, nil)
+			return nil, err
+		}, want: vuNack},
+	}
 }

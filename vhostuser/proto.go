@@ -42,6 +42,8 @@ const (
 	RemMemReg           Request = 38
 	SetStatus           Request = 39
 	GetStatus           Request = 40
+	SetDeviceStateFD    Request = 42
+	CheckDeviceState    Request = 43
 )
 
 var requestNames = map[Request]string{
@@ -56,6 +58,7 @@ var requestNames = map[Request]string{
 	GetInflightFD: "GET_INFLIGHT_FD", SetInflightFD: "SET_INFLIGHT_FD", ResetDevice: "RESET_DEVICE",
 	GetMaxMemSlots: "GET_MAX_MEM_SLOTS", AddMemReg: "ADD_MEM_REG", RemMemReg: "REM_MEM_REG",
 	SetStatus: "SET_STATUS", GetStatus: "GET_STATUS",
+	SetDeviceStateFD: "SET_DEVICE_STATE_FD", CheckDeviceState: "CHECK_DEVICE_STATE",
 }
 
 // String returns the request's name without the VHOST_USER_ prefix.
@@ -66,8 +69,9 @@ func (r Request) String() string {
 	return fmt.Sprintf("REQUEST_%d", uint32(r))
 }
 
-// hasReply reports whether the request always gets an explicit reply, with
-// or without NEED_REPLY.
+// hasReply reports whether the request always gets an explicit reply with
+// a payload, with or without NEED_REPLY, and the connection cannot go on
+// when it fails.
 func (r Request) hasReply() bool {
 	switch r {
 	case GetFeatures, GetProtocolFeatures, GetVringBase, GetQueueNum, GetMaxMemSlots, GetConfig, GetStatus:
@@ -76,13 +80,20 @@ func (r Request) hasReply() bool {
 	return false
 }
 
+// hasStatusReply reports whether the request always gets an explicit u64
+// reply that carries its success or failure, with or without NEED_REPLY.
+// SET_LOG_BASE has one too, but only once LOG_SHMFD is negotiated.
+func (r Request) hasStatusReply() bool {
+	return r == SetDeviceStateFD || r == CheckDeviceState
+}
+
 // hasPayload reports whether the request carries a payload; the spec gives
 // the others none ("N/A"), and a payload sent with them is refused as
 // malformed.
 func (r Request) hasPayload() bool {
 	switch r {
 	case GetFeatures, SetOwner, ResetOwner, GetProtocolFeatures, GetQueueNum,
-		SetBackendReqFD, ResetDevice, GetMaxMemSlots, GetStatus:
+		SetBackendReqFD, ResetDevice, GetMaxMemSlots, GetStatus, CheckDeviceState:
 		return false
 	}
 	return true
@@ -130,9 +141,25 @@ const (
 	MaxConfigSize = 256
 	// VringIndexMask and VringNoFD split the u64 of SET_VRING_KICK, CALL
 	// and ERR: the vring index in bits 0-7, and bit 8 set when no fd is
-	// passed.
+	// passed. The reply to SET_DEVICE_STATE_FD uses the same layout: an
+	// error code in bits 0-7, bit 8 set when the back-end returns no fd.
 	VringIndexMask = 0xff
 	VringNoFD      = 1 << 8
+	// VringFLog is VHOST_VRING_F_LOG in the flags of SET_VRING_ADDR:
+	// writes to the used ring are logged at the log address.
+	VringFLog = 1 << 0
+)
+
+// Device state transfer parameters of SET_DEVICE_STATE_FD.
+const (
+	// TransferSave: the back-end writes its state into the fd (source).
+	TransferSave = 0
+	// TransferLoad: the back-end reads its state from the fd
+	// (destination).
+	TransferLoad = 1
+	// PhaseStopped: the only phase defined: the device and all its
+	// vrings are stopped.
+	PhaseStopped = 0
 )
 
 // Payload sizes.
@@ -143,6 +170,8 @@ const (
 	regionSize     = 32
 	memRegMsgSize  = 8 + regionSize // padding u64 + region
 	configHdrSize  = 12
+	logSize        = 16
+	transferSize   = 8
 )
 
 // Header is the 12-byte message header.
@@ -324,4 +353,46 @@ func DecodeConfigAccess(p []byte) (ConfigAccess, error) {
 		return ConfigAccess{}, fmt.Errorf("%w: config access of %d bytes carrying %d", errMalformed, size, len(p)-configHdrSize)
 	}
 	return ConfigAccess{Offset: off, Flags: flags, Data: p[configHdrSize:]}, nil
+}
+
+// LogDescription is the payload of SET_LOG_BASE (with LOG_SHMFD): the
+// log's size in bytes and where it starts in the fd that comes with it.
+type LogDescription struct {
+	Size   uint64
+	Offset uint64
+}
+
+// Encode returns the payload.
+func (l LogDescription) Encode() []byte {
+	b := binary.LittleEndian.AppendUint64(nil, l.Size)
+	return binary.LittleEndian.AppendUint64(b, l.Offset)
+}
+
+// DecodeLogDescription decodes a log description payload.
+func DecodeLogDescription(p []byte) (LogDescription, error) {
+	if len(p) != logSize {
+		return LogDescription{}, fmt.Errorf("%w: log description of %d bytes", errMalformed, len(p))
+	}
+	return LogDescription{binary.LittleEndian.Uint64(p), binary.LittleEndian.Uint64(p[8:])}, nil
+}
+
+// DeviceStateTransfer is the payload of SET_DEVICE_STATE_FD: the direction
+// (TransferSave or TransferLoad) and the migration phase (PhaseStopped).
+type DeviceStateTransfer struct {
+	Direction uint32
+	Phase     uint32
+}
+
+// Encode returns the payload.
+func (t DeviceStateTransfer) Encode() []byte {
+	b := binary.LittleEndian.AppendUint32(nil, t.Direction)
+	return binary.LittleEndian.AppendUint32(b, t.Phase)
+}
+
+// DecodeDeviceStateTransfer decodes a device state transfer payload.
+func DecodeDeviceStateTransfer(p []byte) (DeviceStateTransfer, error) {
+	if len(p) != transferSize {
+		return DeviceStateTransfer{}, fmt.Errorf("%w: device state transfer parameters of %d bytes", errMalformed, len(p))
+	}
+	return DeviceStateTransfer{binary.LittleEndian.Uint32(p), binary.LittleEndian.Uint32(p[4:])}, nil
 }

@@ -50,6 +50,20 @@
 // move file data between guest memory and a file descriptor with preadv(2)
 // and pwritev(2) on iovecs that point straight into the mapped regions.
 //
+// # Dirty page logging
+//
+// While a VMM migrates the guest it needs to know every page the device
+// writes. MapDirtyLog maps the log the front-end shares (one bit per 4 KiB
+// page of guest-physical address space, set with atomic ORs); Queue.SetLog
+// says what a queue logs: the writable bytes of every chain it pushes (the
+// first max(pushed length, Chain.NoteWritten) bytes, mapped back from the
+// host slices to guest-physical addresses through the chain's Memory), and
+// the used-ring element, index and avail_event it writes, at the vring's
+// log address. Pages beyond the log are not logged and counted
+// (DirtyLog.Dropped). Without a log, Push pays one predictable branch.
+// Marks happen under Queue.mu, so once SetLog returns nothing is logged
+// into the previous log any more.
+//
 // # Concurrency and lock order
 //
 // One goroutine pops from a Queue; any number of goroutines push completed
@@ -58,6 +72,7 @@
 // never held together. No slice into guest memory may be kept after the
 // chain it came from is pushed or released.
 //
-// unsafe is used only to load and store ring words atomically and to pass
-// iovecs to preadv/pwritev.
+// unsafe is used only to load and store ring words atomically, to set dirty
+// log bits atomically, to map a slice of guest memory back to its address,
+// and to pass iovecs to preadv/pwritev.
 package virtqueue

@@ -67,7 +67,8 @@ func seedDesc(addr uint64, n uint32, flags, next uint16) []byte {
 // FuzzPop feeds arbitrary descriptor tables, indirect tables and heads to
 // Pop: it must never panic, every chain it accepts must lie in guest memory
 // with consistent lengths, and every head it consumes must reach the used
-// ring exactly once.
+// ring exactly once. Pushes are dirty-logged into a log covering guest
+// memory: no page of an accepted chain may fall outside it.
 func FuzzPop(f *testing.F) {
 	table := make([]byte, 16*fuzzSize)
 	// 0 → 1: readable then writable, in A; 2: indirect table of 2 at the
@@ -83,6 +84,13 @@ func FuzzPop(f *testing.F) {
 
 	mem := vqtest.NewMemory(f, testLayout...)
 	gm := mem.Map(f)
+	logSize := (regC + mib) / 4096 / 8
+	lf := newLogFile(f, logSize)
+	dl, err := virtqueue.MapDirtyLog(lf.fd, uint64(logSize), 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { dl.Close() })
 	ring := make([]byte, vqtest.RingBytes(fuzzSize))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		mem.Write(ringAt, ring)
@@ -91,6 +99,8 @@ func FuzzPop(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		q.SetLog(virtqueue.LogConfig{Log: dl, Buffers: true, Used: true, UsedAddr: drv.Used})
+		dropped := dl.Dropped()
 		for i, d := range fuzzDescs(data, fuzzSize) {
 			drv.WriteDesc(uint16(i), d)
 		}
@@ -133,7 +143,8 @@ func FuzzPop(f *testing.F) {
 				}
 				check(c.Readable(), c.ReadableLen())
 				check(c.Writable(), c.WritableLen())
-				if err := q.Push(&c, uint32(c.WritableLen())); err != nil {
+				c.NoteWritten(int(h) << 8)
+				if err := q.Push(&c, uint32(c.WritableLen())/2); err != nil {
 					t.Fatalf("Push: %v", err)
 				}
 			}
@@ -143,6 +154,9 @@ func FuzzPop(f *testing.F) {
 		}
 		if got := int(drv.UsedIdx()); got != consumed {
 			t.Fatalf("used index %d after %d chains", got, consumed)
+		}
+		if n := dl.Dropped() - dropped; n != 0 {
+			t.Fatalf("%d pushes logged pages outside guest memory", n)
 		}
 	})
 }

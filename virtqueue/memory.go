@@ -137,6 +137,7 @@ func (r *Region) release() {
 type Memory struct {
 	regions []*Region
 	refs    atomic.Int64
+	byHost  atomic.Pointer[hostIndex] // built on first use by the dirty log
 }
 
 // newMemory builds a table over regions (sorted, checked) holding a

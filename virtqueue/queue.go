@@ -95,10 +95,16 @@ type Queue struct {
 	call           int // eventfd, -1 for none
 	stopped        bool
 	callBuf        [8]byte
+	// Dirty logging (SetLog): logging is set when either log is.
+	logging     bool
+	logBuf      *DirtyLog
+	logUsed     *DirtyLog
+	logUsedAddr GuestAddress
 
-	pushed    atomic.Uint64
-	notified  atomic.Uint64
-	isStopped atomic.Bool
+	pushed      atomic.Uint64
+	notified    atomic.Uint64
+	isStopped   atomic.Bool
+	loggingUsed atomic.Bool // logUsed != nil, for the popping goroutine
 }
 
 // NewQueue sets up a queue over mem. The rings must be mapped in the current
@@ -284,6 +290,9 @@ func (q *Queue) EnableNotify() (bool, error) {
 	}
 	if q.eventIdx {
 		r.used.store16(usedRingOff+usedElemSize*int(q.size), q.nextAvail)
+		if q.loggingUsed.Load() {
+			q.logAvailEvent()
+		}
 	}
 	// Both are atomic, hence ordered: the driver either sees the new
 	// avail_event, or we see its new index.
@@ -293,7 +302,9 @@ func (q *Queue) EnableNotify() (bool, error) {
 // Push returns chain c to the driver with n bytes written into its
 // writable buffers (clamped to their length), notifies the driver through
 // the call eventfd when the ring's notification rules ask for it, and
-// releases c. After Stop it only releases c and returns ErrStopped.
+// releases c. With a dirty log set (SetLog) it logs the pages of the first
+// max(n, NoteWritten) writable bytes and of the used-ring entry and index
+// before it returns. After Stop it only releases c and returns ErrStopped.
 func (q *Queue) Push(c *Chain, n uint32) error {
 	defer c.Release()
 	q.mu.Lock()
@@ -319,6 +330,9 @@ func (q *Queue) Push(c *Chain, n uint32) error {
 	q.nextUsed++
 	// used->flags is ours and always 0; the store publishes the element.
 	u.store32(0, uint32(q.nextUsed)<<16)
+	if q.logging {
+		q.logPush(c, n, slot)
+	}
 	q.pushed.Add(1)
 	if q.needNotify() && q.call >= 0 {
 		q.notified.Add(1)
@@ -388,12 +402,13 @@ type Chain struct {
 	head       uint16
 	rd, wr     [][]byte
 	rlen, wlen uint32
+	written    uint32 // NoteWritten, for the dirty log
 }
 
 func (c *Chain) reset(q *Queue, m *Memory, head uint16) {
 	c.q, c.mem, c.head = q, m, head
 	c.rd, c.wr = c.rd[:0], c.wr[:0]
-	c.rlen, c.wlen = 0, 0
+	c.rlen, c.wlen, c.written = 0, 0, 0
 }
 
 // Queue returns the queue the chain came from.
@@ -422,5 +437,5 @@ func (c *Chain) Release() {
 		c.mem = nil
 	}
 	c.rd, c.wr = c.rd[:0], c.wr[:0]
-	c.rlen, c.wlen = 0, 0
+	c.rlen, c.wlen, c.written = 0, 0, 0
 }

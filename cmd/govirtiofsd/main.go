@@ -246,7 +246,13 @@ func serve(cfg *config, stderr io.Writer, ready func(error)) int {
 		return fail(err)
 	}
 	if t.session == nil {
-		return serveVhostUser(cfg, t.listener, srv, log, sigs, fail, ready)
+		var state virtiofs.State
+		if _, ok := fs.(fuseproto.Migrator); ok {
+			// The FUSE session migrates with the device (QEMU's
+			// vhost-user-fs device state); an overlay does not.
+			state = srv
+		}
+		return serveVhostUser(cfg, t.listener, srv, state, log, sigs, fail, ready)
 	}
 
 	m := t.session
@@ -357,7 +363,7 @@ func (cfg *config) mountSource() string {
 // serveVhostUser runs the virtio-fs device on the --socket-path or --fd
 // listener until the front-end disconnects (or, with --keep-serving, until a
 // signal).
-func serveVhostUser(cfg *config, l *net.UnixListener, srv *fuseproto.Server, log hclog.Logger, sigs <-chan os.Signal, fail func(error) int, ready func(error)) int {
+func serveVhostUser(cfg *config, l *net.UnixListener, srv *fuseproto.Server, state virtiofs.State, log hclog.Logger, sigs <-chan os.Signal, fail func(error) int, ready func(error)) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -368,6 +374,7 @@ func serveVhostUser(cfg *config, l *net.UnixListener, srv *fuseproto.Server, log
 			ThreadPoolSize: cfg.threads,
 			QueueSize:      cfg.queueSize,
 			KeepServing:    cfg.keepServing,
+			State:          state,
 			Logger:         log.Named("virtiofs"),
 		})
 	}()

@@ -27,6 +27,17 @@
 // SETLKW waiting for a lock) cannot starve the ones that would release
 // them; extra workers exit after a second of idleness.
 //
+// # Live migration
+//
+// With Options.State set the device offers VHOST_USER_PROTOCOL_F_DEVICE_STATE:
+// SaveState and LoadState move the FUSE session (fuseproto.Server's inodes,
+// handles and INIT parameters) through the pipe the front-end passes with
+// SET_DEVICE_STATE_FD. The vhostuser backend serves no queue while a
+// transfer runs, so a destination serves no request against a half-loaded
+// session. Dirty page logging is the vhostuser and virtqueue packages'
+// part: every reply reaches guest memory through Queue.Push (data placed
+// for a reply that then failed is reported with Chain.NoteWritten).
+//
 // Lock order: Device.mu (queue table) is never held while waiting for a
 // queue goroutine; pool.mu guards only the worker count and spare states.
 package virtiofs
@@ -36,6 +47,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -82,8 +94,21 @@ type Options struct {
 	KeepServing bool
 	// MaxMemSlots is passed to vhostuser.Options.
 	MaxMemSlots int
+	// State is the state that migrates with the device, normally the
+	// *fuseproto.Server the device serves. When nil the device does not
+	// offer DEVICE_STATE and QEMU refuses to migrate it.
+	State State
 	// Logger receives warnings and debug lines; nil discards them.
 	Logger hclog.Logger
+}
+
+// State is what travels with a live migration of the device: SaveState
+// writes it on the source, LoadState reads it back on the destination,
+// while no request is being served (every queue is stopped, and none is
+// served until the transfer ends). fuseproto.Server implements it.
+type State interface {
+	SaveState(w io.Writer) error
+	LoadState(r io.Reader) error
 }
 
 // Device is the virtio-fs device; it implements vhostuser.Device.
@@ -93,6 +118,7 @@ type Device struct {
 	config []byte
 	nq     int
 	qsize  int
+	state  State
 	pool   *pool
 	chains sync.Pool // *virtqueue.Chain
 
@@ -100,7 +126,10 @@ type Device struct {
 	runners []*runner // by queue index, nil when not served
 }
 
-var _ vhostuser.Device = (*Device)(nil)
+var (
+	_ vhostuser.Device          = (*Device)(nil)
+	_ vhostuser.StateTransferer = (*Device)(nil)
+)
 
 // NewDevice returns a device serving srv. Close it when done.
 func NewDevice(srv *fuseproto.Server, opts Options) (*Device, error) {
@@ -125,7 +154,7 @@ func NewDevice(srv *fuseproto.Server, opts Options) (*Device, error) {
 	if threads <= 0 {
 		threads = max(4, 2*runtime.GOMAXPROCS(0))
 	}
-	d := &Device{srv: srv, log: opts.Logger, nq: 1 + rq, qsize: qsize}
+	d := &Device{srv: srv, log: opts.Logger, nq: 1 + rq, qsize: qsize, state: opts.State}
 	if d.log == nil {
 		d.log = hclog.NewNullLogger()
 	}
@@ -206,6 +235,28 @@ func (d *Device) StopQueue(index int) {
 // Reset implements vhostuser.Device: the FUSE session ends (every inode
 // and handle of the guest is dropped); a new FUSE_INIT starts another.
 func (d *Device) Reset() { d.srv.Destroy() }
+
+// CanTransferState implements vhostuser.StateTransferer: the device
+// migrates when Options.State was given.
+func (d *Device) CanTransferState() bool { return d.state != nil }
+
+// SaveState implements vhostuser.StateTransferer with Options.State.
+func (d *Device) SaveState(w io.Writer) error {
+	if d.state == nil {
+		return errNoState
+	}
+	return d.state.SaveState(w)
+}
+
+// LoadState implements vhostuser.StateTransferer with Options.State.
+func (d *Device) LoadState(r io.Reader) error {
+	if d.state == nil {
+		return errNoState
+	}
+	return d.state.LoadState(r)
+}
+
+var errNoState = errors.New("virtiofs: the device has no migratable state")
 
 // ServeConn serves one front-end connection with srv until it disconnects.
 func ServeConn(ctx context.Context, c *net.UnixConn, srv *fuseproto.Server, opts Options) error {

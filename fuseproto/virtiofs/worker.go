@@ -156,6 +156,7 @@ type worker struct {
 	src     chainSource
 	dst     chainDest
 	replied bool
+	placed  bool // DataDest was used: data may be in the writable buffers
 }
 
 func newWorker(d *Device) *worker {
@@ -169,7 +170,7 @@ var _ fuseproto.Replier = (*worker)(nil)
 
 // serve handles one chain and pushes it to the used ring.
 func (w *worker) serve(c *virtqueue.Chain) {
-	w.c, w.replied = c, false
+	w.c, w.replied, w.placed = c, false, false
 	defer func() {
 		if p := recover(); p != nil {
 			// A fault on guest memory (the front-end shrank a region
@@ -178,7 +179,9 @@ func (w *worker) serve(c *virtqueue.Chain) {
 		}
 		if !w.replied {
 			// FORGET and friends have no reply; a failed one gets none
-			// either. The chain goes back with nothing written.
+			// either. The chain goes back with nothing written (but
+			// data placed for it is still dirty).
+			w.notePlaced()
 			c.Queue().Push(c, 0)
 		}
 		w.c = nil
@@ -218,6 +221,7 @@ func writeWithPayload(hdr []byte, total int) bool {
 // DataDest implements fuseproto.Replier: READ data goes straight into the
 // writable buffers after the reply header.
 func (w *worker) DataDest(limit int) fuseproto.ReadDest {
+	w.placed = true
 	w.data.Reset(w.c.Writable())
 	w.data.Skip(fuseproto.OutHeaderSize)
 	w.data.Limit(limit)
@@ -233,6 +237,7 @@ func (w *worker) Reply(msg []byte, dataLen int) {
 	c := w.c
 	total := len(msg) + dataLen
 	w.replied = true
+	w.notePlaced()
 	if total > c.WritableLen() || (dataLen > 0 && len(msg) != fuseproto.OutHeaderSize) {
 		if w.d.log.IsDebug() {
 			var h fuseproto.OutHeader
@@ -245,6 +250,15 @@ func (w *worker) Reply(msg []byte, dataLen int) {
 	w.hdr.Reset(c.Writable())
 	w.hdr.Write(msg)
 	c.Queue().Push(c, uint32(total))
+}
+
+// notePlaced tells the chain how far data placed by DataDest reached, which
+// may be beyond the length it is pushed with (a READ that turned into an
+// error, a reply that does not fit), for the dirty log.
+func (w *worker) notePlaced() {
+	if w.placed {
+		w.c.NoteWritten(w.data.Written())
+	}
 }
 
 // chainDest is the ReadDest over the writable buffers after the header.

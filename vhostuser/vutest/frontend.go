@@ -70,6 +70,9 @@ type Frontend struct {
 	// Features and Protocol are what was negotiated.
 	Features uint64
 	Protocol uint64
+	// Logging makes SendAddr ask for used-ring logging
+	// (VHOST_VRING_F_LOG), as QEMU does while it migrates.
+	Logging bool
 
 	alloc *vqtest.Alloc
 }
@@ -170,14 +173,25 @@ func hasReply(req vhostuser.Request) bool {
 	return false
 }
 
+// hasStatusReply reports whether req always gets an explicit u64 reply
+// that says whether it succeeded: SET_DEVICE_STATE_FD (error in bits 0-7),
+// CHECK_DEVICE_STATE, and SET_LOG_BASE once LOG_SHMFD is negotiated.
+func (f *Frontend) hasStatusReply(req vhostuser.Request) bool {
+	return req == vhostuser.SetDeviceStateFD || req == vhostuser.CheckDeviceState ||
+		(req == vhostuser.SetLogBase && f.Protocol&vhostuser.ProtocolLogShmfd != 0)
+}
+
 // Do sends a request and reads its reply when there is one: the explicit
-// reply of a GET (returned), or the REPLY_ACK asked for with NeedReply
-// (ErrNack when it reports failure).
+// reply of a GET (returned), the status reply of SET_LOG_BASE,
+// SET_DEVICE_STATE_FD and CHECK_DEVICE_STATE (returned; ErrNack when it
+// reports failure), or the REPLY_ACK asked for with NeedReply (ErrNack
+// when it reports failure).
 func (f *Frontend) Do(req vhostuser.Request, payload []byte, fds ...int) ([]byte, error) {
 	if err := f.Send(req, 0, payload, fds...); err != nil {
 		return nil, err
 	}
-	if !hasReply(req) && !f.NeedReply {
+	status := f.hasStatusReply(req)
+	if !hasReply(req) && !status && !f.NeedReply {
 		return nil, nil
 	}
 	h, p, err := f.Recv()
@@ -194,8 +208,14 @@ func (f *Frontend) Do(req vhostuser.Request, payload []byte, fds ...int) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("REPLY_ACK to %v: %w", req, err)
 	}
+	if req == vhostuser.SetDeviceStateFD {
+		v &= 0xff
+	}
 	if v != 0 {
-		return nil, fmt.Errorf("%w: %v", ErrNack, req)
+		return p, fmt.Errorf("%w: %v", ErrNack, req)
+	}
+	if status {
+		return p, nil
 	}
 	return nil, nil
 }
@@ -242,10 +262,12 @@ func (f *Frontend) Negotiate(wantProto uint64) {
 	f.Must(vhostuser.SetProtocolFeatures, vhostuser.EncodeU64(f.Protocol))
 }
 
-// SetFeatures acks the virtio features offered and wanted.
+// SetFeatures acks the virtio features offered and wanted, except
+// VHOST_F_LOG_ALL, which a VMM sets only while it migrates
+// (QEMUStartLogging).
 func (f *Frontend) SetFeatures(want uint64) {
 	f.tb.Helper()
-	f.Features &= want
+	f.Features &= want &^ virtqueue.FeatureLogAll
 	f.Must(vhostuser.SetFeatures, vhostuser.EncodeU64(f.Features))
 }
 
@@ -309,13 +331,20 @@ func (vq *VQ) SendNum() {
 	vq.f.Must(vhostuser.SetVringNum, vhostuser.VringState{Index: uint32(vq.Index), Num: uint32(vq.Driver.Size)}.Encode())
 }
 
-// SendAddr sends SET_VRING_ADDR with the front-end's addresses.
+// SendAddr sends SET_VRING_ADDR with the front-end's addresses and, while
+// the front-end is Logging, VHOST_VRING_F_LOG with the used ring's guest
+// address as the log address (QEMU's vhost_virtqueue_set_addr).
 func (vq *VQ) SendAddr() {
 	m := vq.f.Mem
-	vq.f.Must(vhostuser.SetVringAddr, vhostuser.VringAddr{
+	a := vhostuser.VringAddr{
 		Index: uint32(vq.Index),
 		Desc:  m.UserAddr(vq.Driver.Desc), Used: m.UserAddr(vq.Driver.Used), Avail: m.UserAddr(vq.Driver.Avail),
-	}.Encode())
+		Log: uint64(vq.Driver.Used),
+	}
+	if vq.f.Logging {
+		a.Flags = vhostuser.VringFLog
+	}
+	vq.f.Must(vhostuser.SetVringAddr, a.Encode())
 }
 
 // SendBase sends SET_VRING_BASE.
@@ -420,6 +449,24 @@ func (vq *VQ) SetupVring(base uint16) {
 // negotiated on the messages QEMU sets it on (here: all after it).
 func (f *Frontend) QEMUStart(nvqs int, size uint16, features uint64) {
 	f.tb.Helper()
+	f.QEMUInit(nvqs)
+	f.SetFeatures(features)
+	f.AddMemRegs(f.Mem)
+	for i := range nvqs {
+		f.NewVQ(i, size).SetupVring(0)
+	}
+	for i := range nvqs {
+		f.Queues[i].Enable(true)
+	}
+}
+
+// QEMUInit replays what QEMU sends when the device is realized
+// (vhost_dev_init), before the guest drives it: SET_OWNER, GET_FEATURES,
+// GET/SET_PROTOCOL_FEATURES (CONFIG stripped), GET_QUEUE_NUM,
+// GET_MAX_MEM_SLOTS and SET_BACKEND_REQ_FD. A migration destination sees
+// this, then the device state, then QEMUResume.
+func (f *Frontend) QEMUInit(nvqs int) {
+	f.tb.Helper()
 	f.Must(vhostuser.SetOwner, nil)
 	f.Negotiate(^uint64(vhostuser.ProtocolConfig))
 	if f.Protocol&vhostuser.ProtocolReplyAck != 0 {
@@ -438,14 +485,6 @@ func (f *Frontend) QEMUStart(nvqs int, size uint16, features uint64) {
 	f.tb.Cleanup(func() { unix.Close(sp[0]) })
 	f.Must(vhostuser.SetBackendReqFD, nil, sp[1])
 	unix.Close(sp[1])
-	f.SetFeatures(features)
-	f.AddMemRegs(f.Mem)
-	for i := range nvqs {
-		f.NewVQ(i, size).SetupVring(0)
-	}
-	for i := range nvqs {
-		f.Queues[i].Enable(true)
-	}
 }
 
 // CHStart replays Cloud Hypervisor's start-up: SET_OWNER, GET_FEATURES,

@@ -205,3 +205,46 @@ func (m *Memory) PutDesc(a virtqueue.GuestAddress, d Desc) {
 	binary.LittleEndian.PutUint16(b[14:], d.Next)
 	m.Write(a, b[:])
 }
+
+// CopyFrom copies every region's bytes from src, which must have the same
+// layout (a migration's RAM copy).
+func (m *Memory) CopyFrom(src *Memory) {
+	for i, r := range m.Regions {
+		copy(r.Data, src.Regions[i].Data)
+	}
+}
+
+// CopyPages copies the given 4 KiB guest-physical pages from src (the
+// pages a dirty log reported); pages outside guest memory are skipped.
+func (m *Memory) CopyPages(src *Memory, pages []uint64) {
+	for _, p := range pages {
+		for i, r := range m.Regions {
+			start, end := p*virtqueue.LogPageSize, (p+1)*virtqueue.LogPageSize
+			lo, hi := max(start, uint64(r.Spec.GuestAddr)), min(end, uint64(r.Spec.GuestAddr)+r.Spec.Size)
+			if lo >= hi {
+				continue
+			}
+			off := lo - uint64(r.Spec.GuestAddr)
+			copy(r.Data[off:off+hi-lo], src.Regions[i].Data[off:off+hi-lo])
+		}
+	}
+}
+
+// DiffPages returns the 4 KiB guest-physical pages whose bytes differ
+// between m and o, which must have the same layout.
+func (m *Memory) DiffPages(o *Memory) []uint64 {
+	var pages []uint64
+	for i, r := range m.Regions {
+		a, b := r.Data, o.Regions[i].Data
+		base := uint64(r.Spec.GuestAddr)
+		for off := uint64(0); off < r.Spec.Size; {
+			page := (base + off) / virtqueue.LogPageSize
+			end := min(r.Spec.Size, (page+1)*virtqueue.LogPageSize-base)
+			if string(a[off:end]) != string(b[off:end]) {
+				pages = append(pages, page)
+			}
+			off = end
+		}
+	}
+	return pages
+}
