@@ -168,6 +168,7 @@ func (r *runner) drain() (ok bool) {
 // dispatch serves c: inline on the high-priority queue, else by a worker.
 func (r *runner) dispatch(c *virtqueue.Chain) {
 	if r.hiprio != nil {
+		r.hiprio.queue = r.index
 		r.hiprio.serve(c)
 		r.d.chains.Put(c)
 		return

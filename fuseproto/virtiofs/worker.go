@@ -124,6 +124,7 @@ func (p *pool) run(w *worker, first job, temporary bool) {
 
 func (p *pool) serve(w *worker, j job) {
 	p.busy.Add(1)
+	w.queue = j.r.index
 	w.serve(j.c)
 	p.busy.Add(-1)
 	p.d.chains.Put(j.c)
@@ -157,6 +158,7 @@ type worker struct {
 	dst     chainDest
 	replied bool
 	placed  bool // DataDest was used: data may be in the writable buffers
+	queue   int  // the virtqueue the chain came from, for the debug log
 }
 
 func newWorker(d *Device) *worker {
@@ -166,7 +168,11 @@ func newWorker(d *Device) *worker {
 	return w
 }
 
-var _ fuseproto.Replier = (*worker)(nil)
+var _ fuseproto.QueueReplier = (*worker)(nil)
+
+// Queue implements fuseproto.QueueReplier: the index of the virtqueue the
+// request came from (0 is the high-priority queue).
+func (w *worker) Queue() int { return w.queue }
 
 // serve handles one chain and pushes it to the used ring.
 func (w *worker) serve(c *virtqueue.Chain) {
