@@ -45,15 +45,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// onePass skips a test that sets its own InodeFileHandles in TestMain's
-// second pass.
-func onePass(t *testing.T) {
-	t.Helper()
-	if suiteHandles != FileHandlesPrefer {
-		t.Skip("sets its own InodeFileHandles; run in the first pass")
-	}
-}
-
 // fdsPerInode is how many descriptors the filesystem keeps per looked-up
 // inode of a filesystem that makes file handles.
 func (fs *FS) fdsPerInode() int {
@@ -83,7 +74,6 @@ func mountFS(t *testing.T, fstype, dir string) string {
 }
 
 func TestParseInodeFileHandles(t *testing.T) {
-	onePass(t)
 	for _, tc := range []struct {
 		in   string
 		want InodeFileHandles
@@ -116,7 +106,6 @@ func TestParseInodeFileHandles(t *testing.T) {
 // ramfs submount, where prefer falls back per filesystem and mandatory
 // refuses the submount.
 func TestFileHandleModes(t *testing.T) {
-	onePass(t)
 	needRoot(t)
 	shares := map[string]func(t *testing.T) string{
 		"tmpdir": func(t *testing.T) string { return t.TempDir() },
@@ -220,7 +209,6 @@ func TestFileHandleModes(t *testing.T) {
 // TestFileHandlesNoPerInodeFds: with handles, lookups and the requests that
 // follow leave no descriptor behind; only open files hold one.
 func TestFileHandlesNoPerInodeFds(t *testing.T) {
-	onePass(t)
 	needRoot(t)
 	dir := t.TempDir()
 	atStart := countFds(t)
@@ -354,7 +342,6 @@ func TestFileHandleOpenUnlinked(t *testing.T) {
 // TestOpenHandleRefusesOPath documents the kernel rule Mounts relies on:
 // open_by_handle_at refuses an O_PATH mount descriptor.
 func TestOpenHandleRefusesOPath(t *testing.T) {
-	onePass(t)
 	needRoot(t)
 	dir := t.TempDir()
 	writeFile(t, dir, "f", "x")
@@ -398,7 +385,6 @@ func TestFileHandlesUnprivileged(t *testing.T) {
 		unprivilegedChild(t)
 		return
 	}
-	onePass(t)
 	needRoot(t)
 	top, err := os.MkdirTemp("", "govirtiofs-fh-")
 	if err != nil {
@@ -477,8 +463,7 @@ func copyFile(from, to string) error {
 // descriptors; simulated by turning the mount descriptor into an O_PATH one,
 // which open_by_handle_at refuses.
 func TestFileHandlesRecheckAtInit(t *testing.T) {
-	onePass(t)
-	fs, dir := newTestFS(t, Options{InodeFileHandles: FileHandlesPrefer})
+	fs, dir := newTestFSMode(t, Options{InodeFileHandles: FileHandlesPrefer})
 	writeFile(t, dir, "f", "x")
 	root := fs.inodes.root
 	if fs.FileHandles() != FileHandlesPrefer || root.fh == nil {

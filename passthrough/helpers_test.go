@@ -32,13 +32,20 @@ func needRoot(t *testing.T) {
 // uids can create in it) and closes the FS at the end of the test.
 func newTestFS(t *testing.T, opts Options) (*FS, string) {
 	t.Helper()
+	if opts.InodeFileHandles == FileHandlesPrefer {
+		opts.InodeFileHandles = suiteHandles // see TestMain
+	}
+	return newTestFSMode(t, opts)
+}
+
+// newTestFSMode is newTestFS with the InodeFileHandles mode opts names,
+// whatever TestMain's pass.
+func newTestFSMode(t *testing.T, opts Options) (*FS, string) {
+	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
-	}
-	if opts.InodeFileHandles == FileHandlesPrefer {
-		opts.InodeFileHandles = suiteHandles // see TestMain
 	}
 	fs, err := New(dir, opts)
 	if err != nil {
