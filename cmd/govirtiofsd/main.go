@@ -214,6 +214,12 @@ func serve(cfg *config, stderr io.Writer, ready func(error)) int {
 		}
 	}
 
+	stopProfiles, err := startProfiles(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer stopProfiles()
+
 	// Take the signals before mounting, so that one arriving meanwhile
 	// still unmounts.
 	sigs := make(chan os.Signal, 2)
