@@ -135,7 +135,7 @@ func newFlagSet(cfg *config, overlayOpts *string) *flag.FlagSet {
 		cfg.announceSubmounts = !b
 		return err
 	})
-	fs.Func("inode-file-handles", "how inodes are held (`mode`): never (an O_PATH descriptor each), prefer (file handles where the filesystem has them, descriptors elsewhere; fallback is a deprecated alias) or mandatory (file handles only) [default: prefer]", func(s string) error {
+	fs.Func("inode-file-handles", "how inodes are held (`mode`): never (an O_PATH descriptor each), prefer (file handles where the filesystem has them, descriptors elsewhere; fallback is a deprecated alias) or mandatory (file handles only) [default: never]", func(s string) error {
 		switch s {
 		case "fallback":
 			cfg.deprecated = append(cfg.deprecated, "--inode-file-handles=fallback: use prefer")
@@ -496,7 +496,7 @@ func parseFlags(args []string) (config, error) {
 func defaultConfig() config {
 	return config{cache: passthrough.CacheAuto, logLevel: hclog.Info,
 		fd: -1, queueSize: 1024, requestQueues: defaultRequestQueues,
-		announceSubmounts: true, fileHandles: "prefer",
+		announceSubmounts: true, fileHandles: "never",
 		migrationMode: "find-paths", migrationOnError: "abort",
 		sandbox: sandbox.Namespace, seccomp: seccomp.Kill}
 }

@@ -46,7 +46,7 @@ func TestVirtiofsdOptions(t *testing.T) {
 	}{
 		// Defaults are virtiofsd's.
 		{name: "defaults", args: base, want: with(func(c *config) {
-			if !c.announceSubmounts || c.fileHandles != "prefer" || c.threads != 0 || c.killprivV2 || c.xattr || c.sandbox != sandbox.Namespace {
+			if !c.announceSubmounts || c.fileHandles != "never" || c.threads != 0 || c.killprivV2 || c.xattr || c.sandbox != sandbox.Namespace {
 				t.Errorf("defaults differ from virtiofsd's: %+v", c)
 			}
 		})},
@@ -73,7 +73,7 @@ func TestVirtiofsdOptions(t *testing.T) {
 		{name: "--inode-file-handles=never", args: append(base, "--inode-file-handles=never"), want: with(func(c *config) { c.fileHandles = "never" })},
 		{name: "--inode-file-handles=mandatory", args: append(base, "--inode-file-handles=mandatory"), want: with(func(c *config) { c.fileHandles = "mandatory" })},
 		{name: "--inode-file-handles=fallback", args: append(base, "--inode-file-handles=fallback"),
-			want: with(func(c *config) { c.deprecated = []string{"--inode-file-handles=fallback: use prefer"} })},
+			want: with(func(c *config) { c.fileHandles, c.deprecated = "prefer", []string{"--inode-file-handles=fallback: use prefer"} })},
 		{name: "--inode-file-handles bad", args: append(base, "--inode-file-handles=always"), wantErr: `invalid value "always" for flag --inode-file-handles: want never, prefer or mandatory`},
 		{name: "--cache", args: append(base, "--cache", "metadata"), want: with(func(c *config) { c.cache = passthrough.CacheMetadata })},
 		{name: "--cache none is legacy only", args: append(base, "--cache", "none"), wantErr: `invalid value "none" for flag --cache: want never, metadata, auto or always`},
@@ -87,7 +87,7 @@ func TestVirtiofsdOptions(t *testing.T) {
 			return c
 		}()},
 		{name: "--modcaps", args: append(base, "--modcaps=+sys_admin:-chown"), want: with(func(c *config) { c.modcaps = "+sys_admin:-chown" })},
-		{name: "--modcaps drops what file handles need", args: append(base, "--modcaps=-dac_read_search"),
+		{name: "--modcaps drops what file handles need", args: append(base, "--modcaps=-dac_read_search", "--inode-file-handles=prefer"),
 			wantErr: "--modcaps: can't drop dac_read_search with --inode-file-handles=prefer (use never)"},
 		{name: "--modcaps drops dac_read_search without file handles", args: append(base, "--modcaps=-dac_read_search", "--inode-file-handles=never"),
 			want: with(func(c *config) { c.modcaps, c.fileHandles = "-dac_read_search", "never" })},
@@ -165,7 +165,7 @@ func TestVirtiofsdOptions(t *testing.T) {
 				c.cache, c.sandbox, c.xattr, c.logLevel = passthrough.CacheNever, sandbox.Chroot, true, hclog.Debug
 			})},
 		{name: "kata go runtime", args: []string{"--syslog", "--cache=auto", "--shared-dir=/srv", "--fd=3", "--thread-pool-size=1", "--announce-submounts", "--inode-file-handles=prefer"},
-			want: fd(3, func(c *config) { c.syslog, c.threads = true, 1 })},
+			want: fd(3, func(c *config) { c.syslog, c.threads, c.fileHandles = true, 1, "prefer" })},
 		{name: "kata runtime-rs", args: []string{"--socket-path", "/run/vfs.sock", "--shared-dir", "/srv", "--cache", "auto", "--thread-pool-size=1", "-o", "announce_submounts", "--xattr"},
 			want: with(func(c *config) {
 				c.threads, c.xattr, c.deprecated = 1, true, []string{"-o: give the options as --flags"}

@@ -471,7 +471,7 @@ func TestDaemonSIGTERMBusy(t *testing.T) {
 	}
 	buf := make([]byte, 4)
 	if n, err := f.ReadAt(buf, 0); err != nil || string(buf[:n]) != "data" {
-		t.Fatalf("read from the detached mount = %q, %v", buf[:n], err)
+		t.Fatalf("read from the detached mount = %q, %v\n%s", buf[:n], err, d.stderr)
 	}
 	f.Close()
 	if code := d.wait(t); code != 0 {

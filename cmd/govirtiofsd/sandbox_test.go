@@ -68,24 +68,28 @@ func capMask(caps ...int) string {
 func TestSandboxModes(t *testing.T) {
 	testenv.RequireFUSE(t)
 	bin := buildDaemon(t)
-	// virtiofsd's set, LINUX_IMMUTABLE, and DAC_READ_SEARCH for the file
-	// handles of --inode-file-handles=prefer (the default).
+	// virtiofsd's set and LINUX_IMMUTABLE; DAC_READ_SEARCH too for the
+	// file handles of --inode-file-handles=prefer (not the default).
+	plain := capMask(unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
+		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP)
 	want := capMask(unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
 		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP, unix.CAP_DAC_READ_SEARCH)
 	withAdmin := capMask(unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
 		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP, unix.CAP_DAC_READ_SEARCH, unix.CAP_SYS_ADMIN)
 	for _, tc := range []struct {
 		sandbox, seccomp string
+		handles          string
 		caps             string
 		seccompMode      string
 	}{
-		{"namespace", "kill", want, "2"},
-		{"chroot", "kill", withAdmin, "2"},
-		{"none", "none", withAdmin, "0"},
-		{"namespace", "log", want, "2"},
+		{"namespace", "kill", "prefer", want, "2"},
+		{"namespace", "kill", "never", plain, "2"},
+		{"chroot", "kill", "prefer", withAdmin, "2"},
+		{"none", "none", "prefer", withAdmin, "0"},
+		{"namespace", "log", "prefer", want, "2"},
 	} {
-		t.Run(tc.sandbox+"-"+tc.seccomp, func(t *testing.T) {
-			d, shared, mnt := startDaemon(t, bin, "--sandbox", tc.sandbox, "--seccomp", tc.seccomp, "--xattr")
+		t.Run(tc.sandbox+"-"+tc.seccomp+"-"+tc.handles, func(t *testing.T) {
+			d, shared, mnt := startDaemon(t, bin, "--sandbox", tc.sandbox, "--seccomp", tc.seccomp, "--xattr", "--inode-file-handles="+tc.handles)
 			if err := os.WriteFile(filepath.Join(shared, "host-file"), []byte("from the host"), 0o644); err != nil {
 				t.Fatal(err)
 			}
