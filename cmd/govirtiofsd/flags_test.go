@@ -73,7 +73,9 @@ func TestVirtiofsdOptions(t *testing.T) {
 		{name: "--inode-file-handles=never", args: append(base, "--inode-file-handles=never"), want: with(func(c *config) { c.fileHandles = "never" })},
 		{name: "--inode-file-handles=mandatory", args: append(base, "--inode-file-handles=mandatory"), want: with(func(c *config) { c.fileHandles = "mandatory" })},
 		{name: "--inode-file-handles=fallback", args: append(base, "--inode-file-handles=fallback"),
-			want: with(func(c *config) { c.fileHandles, c.deprecated = "prefer", []string{"--inode-file-handles=fallback: use prefer"} })},
+			want: with(func(c *config) {
+				c.fileHandles, c.deprecated = "prefer", []string{"--inode-file-handles=fallback: use prefer"}
+			})},
 		{name: "--inode-file-handles bad", args: append(base, "--inode-file-handles=always"), wantErr: `invalid value "always" for flag --inode-file-handles: want never, prefer or mandatory`},
 		{name: "--cache", args: append(base, "--cache", "metadata"), want: with(func(c *config) { c.cache = passthrough.CacheMetadata })},
 		{name: "--cache none is legacy only", args: append(base, "--cache", "none"), wantErr: `invalid value "none" for flag --cache: want never, metadata, auto or always`},
