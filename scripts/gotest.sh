@@ -13,6 +13,12 @@ status=${PIPESTATUS[0]}
 passed=$(grep -c -- '--- PASS' "$log")
 failed=$(grep -c -- '--- FAIL' "$log")
 skipped=$(grep -c -- '--- SKIP' "$log")
+if [ "$failed" -gt 0 ]; then
+	# What the failing tests said, so that a CI excerpt shows the cause:
+	# with -v a test's log lines come before its "--- FAIL" line.
+	echo "--- failure details (from $log):"
+	grep -B 40 -A 3 -- '--- FAIL' "$log" | grep -v '^=== \(RUN\|PAUSE\|CONT\)' | cut -c1-300 | head -n 200
+fi
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 if [ "${CI:-}" = true ] && [ "$skipped" -gt 0 ]; then
 	echo "CI=true: skipped tests count as failures:"
