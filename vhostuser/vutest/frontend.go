@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/govirtiofs/govirtiofs/vhostuser"
+	"github.com/govirtiofs/govirtiofs/vhostuser/frontend"
 	"github.com/govirtiofs/govirtiofs/virtqueue"
 	"github.com/govirtiofs/govirtiofs/virtqueue/vqtest"
 )
@@ -55,21 +56,16 @@ var Layout = []vqtest.Layout{
 	{GuestAddr: 4 << 20, Size: 60 << 20, MmapOffset: 1 << 20},
 }
 
-// Frontend is the fake VMM.
+// Frontend is the fake VMM: a frontend.Client (Conn, NeedReply, Log,
+// Protocol; Send, SendRaw, Recv, Do) with test-failing helpers.
 type Frontend struct {
-	tb   testing.TB
-	Conn *net.UnixConn
-	Mem  *vqtest.Memory
-	// NeedReply sets NEED_REPLY on every message (Cloud Hypervisor does
-	// once REPLY_ACK is negotiated) and checks each REPLY_ACK.
-	NeedReply bool
-	// Log records every request sent, in order.
-	Log []vhostuser.Request
+	*frontend.Client
+	tb  testing.TB
+	Mem *vqtest.Memory
 
 	Queues map[int]*VQ
-	// Features and Protocol are what was negotiated.
+	// Features is what was negotiated (Protocol, in Client, too).
 	Features uint64
-	Protocol uint64
 	// Logging makes SendAddr ask for used-ring logging
 	// (VHOST_VRING_F_LOG), as QEMU does while it migrates.
 	Logging bool
@@ -86,7 +82,8 @@ func New(tb testing.TB, conn *net.UnixConn, layout []vqtest.Layout) *Frontend {
 	mem := vqtest.NewMemory(tb, layout...)
 	last := layout[len(layout)-1]
 	f := &Frontend{
-		tb: tb, Conn: conn, Mem: mem, Queues: make(map[int]*VQ),
+		Client: &frontend.Client{Conn: conn},
+		tb:     tb, Mem: mem, Queues: make(map[int]*VQ),
 		alloc: vqtest.NewAlloc(layout[0].GuestAddr+virtqueue.GuestAddress(layout[0].Size/2),
 			uint32(uint64(last.GuestAddr)+last.Size-uint64(layout[0].GuestAddr)-layout[0].Size/2)),
 	}
@@ -97,128 +94,8 @@ func New(tb testing.TB, conn *net.UnixConn, layout []vqtest.Layout) *Frontend {
 	return f
 }
 
-// Send writes one message with fds; the flags get the version bits and,
-// with NeedReply, NEED_REPLY.
-func (f *Frontend) Send(req vhostuser.Request, flags uint32, payload []byte, fds ...int) error {
-	f.Log = append(f.Log, req)
-	flags |= vhostuser.FlagVersion
-	if f.NeedReply {
-		flags |= vhostuser.FlagNeedReply
-	}
-	b := vhostuser.Header{Request: req, Flags: flags, Size: uint32(len(payload))}.Encode(nil)
-	b = append(b, payload...)
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
-	f.Conn.SetWriteDeadline(time.Now().Add(Timeout))
-	n, _, err := f.Conn.WriteMsgUnix(b, oob, nil)
-	if err == nil && n != len(b) {
-		_, err = f.Conn.Write(b[n:])
-	}
-	return err
-}
-
-// SendRaw writes bytes as they are (for malformed messages).
-func (f *Frontend) SendRaw(b []byte, fds ...int) error {
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
-	f.Conn.SetWriteDeadline(time.Now().Add(Timeout))
-	_, _, err := f.Conn.WriteMsgUnix(b, oob, nil)
-	return err
-}
-
-// Recv reads one reply.
-func (f *Frontend) Recv() (vhostuser.Header, []byte, error) {
-	f.Conn.SetReadDeadline(time.Now().Add(Timeout))
-	var hb [vhostuser.HeaderSize]byte
-	if _, err := ioFull(f.Conn, hb[:]); err != nil {
-		return vhostuser.Header{}, nil, err
-	}
-	h, _ := vhostuser.DecodeHeader(hb[:])
-	if h.Size > vhostuser.MaxPayload {
-		return h, nil, fmt.Errorf("reply of %d bytes", h.Size)
-	}
-	p := make([]byte, h.Size)
-	if _, err := ioFull(f.Conn, p); err != nil {
-		return h, nil, err
-	}
-	return h, p, nil
-}
-
-func ioFull(c *net.UnixConn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		k, err := c.Read(b[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
 // ErrNack is a REPLY_ACK with a nonzero status.
-var ErrNack = errors.New("vutest: back-end answered REPLY_ACK with failure")
-
-// hasReply lists the requests that always get an explicit reply.
-func hasReply(req vhostuser.Request) bool {
-	switch req {
-	case vhostuser.GetFeatures, vhostuser.GetProtocolFeatures, vhostuser.GetVringBase,
-		vhostuser.GetQueueNum, vhostuser.GetMaxMemSlots, vhostuser.GetConfig, vhostuser.GetStatus:
-		return true
-	}
-	return false
-}
-
-// hasStatusReply reports whether req always gets an explicit u64 reply
-// that says whether it succeeded: SET_DEVICE_STATE_FD (error in bits 0-7),
-// CHECK_DEVICE_STATE, and SET_LOG_BASE once LOG_SHMFD is negotiated.
-func (f *Frontend) hasStatusReply(req vhostuser.Request) bool {
-	return req == vhostuser.SetDeviceStateFD || req == vhostuser.CheckDeviceState ||
-		(req == vhostuser.SetLogBase && f.Protocol&vhostuser.ProtocolLogShmfd != 0)
-}
-
-// Do sends a request and reads its reply when there is one: the explicit
-// reply of a GET (returned), the status reply of SET_LOG_BASE,
-// SET_DEVICE_STATE_FD and CHECK_DEVICE_STATE (returned; ErrNack when it
-// reports failure), or the REPLY_ACK asked for with NeedReply (ErrNack
-// when it reports failure).
-func (f *Frontend) Do(req vhostuser.Request, payload []byte, fds ...int) ([]byte, error) {
-	if err := f.Send(req, 0, payload, fds...); err != nil {
-		return nil, err
-	}
-	status := f.hasStatusReply(req)
-	if !hasReply(req) && !status && !f.NeedReply {
-		return nil, nil
-	}
-	h, p, err := f.Recv()
-	if err != nil {
-		return nil, fmt.Errorf("reply to %v: %w", req, err)
-	}
-	if h.Request != req || h.Flags != vhostuser.FlagVersion|vhostuser.FlagReply {
-		return nil, fmt.Errorf("reply to %v has header %+v", req, h)
-	}
-	if hasReply(req) {
-		return p, nil
-	}
-	v, err := vhostuser.DecodeU64(p)
-	if err != nil {
-		return nil, fmt.Errorf("REPLY_ACK to %v: %w", req, err)
-	}
-	if req == vhostuser.SetDeviceStateFD {
-		v &= 0xff
-	}
-	if v != 0 {
-		return p, fmt.Errorf("%w: %v", ErrNack, req)
-	}
-	if status {
-		return p, nil
-	}
-	return nil, nil
-}
+var ErrNack = frontend.ErrNack
 
 // Must is Do failing the test on error.
 func (f *Frontend) Must(req vhostuser.Request, payload []byte, fds ...int) []byte {

@@ -236,7 +236,7 @@ func (f *Frontend) AdoptGuest(src *Frontend) {
 	f.tb.Helper()
 	for _, i := range src.queueIndexes() {
 		old := src.Queues[i]
-		old.Driver.Mem = f.Mem
+		old.Driver.SetMem(f.Mem)
 		f.Queues[i] = &VQ{Index: i, Driver: old.Driver, Kick: newEventfd(f.tb), Call: newEventfd(f.tb), f: f}
 	}
 	f.Features = src.Features &^ virtqueue.FeatureLogAll

@@ -2,105 +2,45 @@
 // in memfds (as a VMM would have it), and a Driver that lays out split rings,
 // builds descriptor chains (direct, indirect, or hand-made hostile ones),
 // publishes them and reads the used ring. The virtqueue, vhostuser and
-// virtio-fs tests share it.
+// virtio-fs tests share it. It wraps package vhostuser/frontend, failing
+// the test (or panicking) where the library returns errors.
 package vqtest
 
 import (
-	"encoding/binary"
 	"fmt"
-	"sync/atomic"
 	"testing"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/govirtiofs/govirtiofs/vhostuser/frontend"
 	"github.com/govirtiofs/govirtiofs/virtqueue"
 )
 
 // DefaultUserBase is added to a region's guest address to make up its
 // frontend ("user") address when a Layout leaves UserAddr zero, so that
 // tests notice when the two are confused.
-const DefaultUserBase = 0x7f00_0000_0000
+const DefaultUserBase = frontend.DefaultUserBase
 
 // Layout describes one region of test guest memory.
-type Layout struct {
-	GuestAddr virtqueue.GuestAddress
-	Size      uint64
-	// UserAddr is the frontend address of the region; zero means
-	// GuestAddr + DefaultUserBase.
-	UserAddr uint64
-	// MmapOffset is where the region starts in its memfd (a multiple of
-	// the page size); the memfd is MmapOffset+Size bytes long.
-	MmapOffset uint64
-}
+type Layout = frontend.Layout
 
 // Region is one memfd-backed region, mapped in the test process.
-type Region struct {
-	Spec virtqueue.RegionSpec
-	// FD is the memfd; the Memory closes it.
-	FD   int
-	Data []byte // the region as the driver sees it
-	file []byte // the whole mapping
-}
+type Region = frontend.Region
 
-// Memory is test guest memory: several memfd regions.
+// Memory is test guest memory: several memfd regions. Its accessors panic
+// on addresses outside it.
 type Memory struct {
-	Regions []*Region
+	*frontend.Memory
 }
 
 // NewMemory creates memfd regions as laid out; they are closed when the test
 // ends.
 func NewMemory(tb testing.TB, layout ...Layout) *Memory {
 	tb.Helper()
-	m := &Memory{}
+	m, err := frontend.NewMemory(layout...)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(m.Close)
-	for i, l := range layout {
-		fd, err := unix.MemfdCreate(fmt.Sprintf("vqtest-%d", i), unix.MFD_CLOEXEC)
-		if err != nil {
-			tb.Fatalf("memfd_create: %v", err)
-		}
-		if err := unix.Ftruncate(fd, int64(l.MmapOffset+l.Size)); err != nil {
-			unix.Close(fd)
-			tb.Fatalf("ftruncate: %v", err)
-		}
-		file, err := unix.Mmap(fd, 0, int(l.MmapOffset+l.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		if err != nil {
-			unix.Close(fd)
-			tb.Fatalf("mmap: %v", err)
-		}
-		ua := l.UserAddr
-		if ua == 0 {
-			ua = uint64(l.GuestAddr) + DefaultUserBase
-		}
-		m.Regions = append(m.Regions, &Region{
-			Spec: virtqueue.RegionSpec{GuestAddr: l.GuestAddr, Size: l.Size, UserAddr: ua, MmapOffset: l.MmapOffset},
-			FD:   fd, Data: file[l.MmapOffset:], file: file,
-		})
-	}
-	return m
-}
-
-// Close unmaps and closes every region.
-func (m *Memory) Close() {
-	for _, r := range m.Regions {
-		if r.file != nil {
-			unix.Munmap(r.file)
-			r.file, r.Data = nil, nil
-		}
-		if r.FD >= 0 {
-			unix.Close(r.FD)
-			r.FD = -1
-		}
-	}
-}
-
-// Specs returns the region descriptions.
-func (m *Memory) Specs() []virtqueue.RegionSpec {
-	out := make([]virtqueue.RegionSpec, len(m.Regions))
-	for i, r := range m.Regions {
-		out[i] = r.Spec
-	}
-	return out
+	return &Memory{m}
 }
 
 // Map maps every region into a new backend-side GuestMemory, as the
@@ -122,129 +62,43 @@ func (m *Memory) Map(tb testing.TB) *virtqueue.GuestMemory {
 	return g
 }
 
-func (m *Memory) find(a virtqueue.GuestAddress) (*Region, uint64) {
-	for _, r := range m.Regions {
-		if a >= r.Spec.GuestAddr && uint64(a-r.Spec.GuestAddr) < r.Spec.Size {
-			return r, uint64(a - r.Spec.GuestAddr)
-		}
+func must(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("vqtest: %v", err))
 	}
-	return nil, 0
 }
 
 // UserAddr translates a guest address to the frontend's address.
 func (m *Memory) UserAddr(a virtqueue.GuestAddress) uint64 {
-	r, off := m.find(a)
-	if r == nil {
-		panic(fmt.Sprintf("vqtest: %#x is not in guest memory", uint64(a)))
-	}
-	return r.Spec.UserAddr + off
+	u, err := m.Memory.UserAddr(a)
+	must(err)
+	return u
 }
 
 // Bytes returns the n bytes at a, which must lie in one region.
 func (m *Memory) Bytes(a virtqueue.GuestAddress, n int) []byte {
-	r, off := m.find(a)
-	if r == nil || off+uint64(n) > r.Spec.Size {
-		panic(fmt.Sprintf("vqtest: %#x+%d is not inside one region", uint64(a), n))
-	}
-	return r.Data[off : off+uint64(n)]
+	b, err := m.Memory.Bytes(a, n)
+	must(err)
+	return b
 }
 
 // Write copies p to a, across regions.
-func (m *Memory) Write(a virtqueue.GuestAddress, p []byte) {
-	for len(p) > 0 {
-		r, off := m.find(a)
-		if r == nil {
-			panic(fmt.Sprintf("vqtest: write to %#x outside guest memory", uint64(a)))
-		}
-		k := copy(r.Data[off:], p)
-		p, a = p[k:], a+virtqueue.GuestAddress(k)
-	}
-}
+func (m *Memory) Write(a virtqueue.GuestAddress, p []byte) { must(m.Memory.Write(a, p)) }
 
 // Read copies len(p) bytes at a into p, across regions.
-func (m *Memory) Read(a virtqueue.GuestAddress, p []byte) {
-	for len(p) > 0 {
-		r, off := m.find(a)
-		if r == nil {
-			panic(fmt.Sprintf("vqtest: read of %#x outside guest memory", uint64(a)))
-		}
-		k := copy(p, r.Data[off:])
-		p, a = p[k:], a+virtqueue.GuestAddress(k)
-	}
-}
-
-// word returns the aligned 32-bit word holding the 16-bit field at a.
-func (m *Memory) word(a virtqueue.GuestAddress) (*uint32, uint) {
-	b := m.Bytes(a&^3, 4)
-	return (*uint32)(unsafe.Pointer(&b[0])), uint(a&3) * 8
-}
-
-// Load16 atomically loads the little-endian 16-bit field at a.
-func (m *Memory) Load16(a virtqueue.GuestAddress) uint16 {
-	p, shift := m.word(a)
-	return uint16(atomic.LoadUint32(p) >> shift)
-}
-
-// Store16 atomically stores the 16-bit field at a.
-func (m *Memory) Store16(a virtqueue.GuestAddress, v uint16) {
-	p, shift := m.word(a)
-	for {
-		old := atomic.LoadUint32(p)
-		if atomic.CompareAndSwapUint32(p, old, old&^(0xffff<<shift)|uint32(v)<<shift) {
-			return
-		}
-	}
-}
+func (m *Memory) Read(a virtqueue.GuestAddress, p []byte) { must(m.Memory.Read(a, p)) }
 
 // PutDesc writes one descriptor at a.
-func (m *Memory) PutDesc(a virtqueue.GuestAddress, d Desc) {
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[0:], uint64(d.Addr))
-	binary.LittleEndian.PutUint32(b[8:], d.Len)
-	binary.LittleEndian.PutUint16(b[12:], d.Flags)
-	binary.LittleEndian.PutUint16(b[14:], d.Next)
-	m.Write(a, b[:])
-}
+func (m *Memory) PutDesc(a virtqueue.GuestAddress, d Desc) { must(m.Memory.PutDesc(a, d)) }
 
 // CopyFrom copies every region's bytes from src, which must have the same
 // layout (a migration's RAM copy).
-func (m *Memory) CopyFrom(src *Memory) {
-	for i, r := range m.Regions {
-		copy(r.Data, src.Regions[i].Data)
-	}
-}
+func (m *Memory) CopyFrom(src *Memory) { m.Memory.CopyFrom(src.Memory) }
 
 // CopyPages copies the given 4 KiB guest-physical pages from src (the
 // pages a dirty log reported); pages outside guest memory are skipped.
-func (m *Memory) CopyPages(src *Memory, pages []uint64) {
-	for _, p := range pages {
-		for i, r := range m.Regions {
-			start, end := p*virtqueue.LogPageSize, (p+1)*virtqueue.LogPageSize
-			lo, hi := max(start, uint64(r.Spec.GuestAddr)), min(end, uint64(r.Spec.GuestAddr)+r.Spec.Size)
-			if lo >= hi {
-				continue
-			}
-			off := lo - uint64(r.Spec.GuestAddr)
-			copy(r.Data[off:off+hi-lo], src.Regions[i].Data[off:off+hi-lo])
-		}
-	}
-}
+func (m *Memory) CopyPages(src *Memory, pages []uint64) { m.Memory.CopyPages(src.Memory, pages) }
 
 // DiffPages returns the 4 KiB guest-physical pages whose bytes differ
 // between m and o, which must have the same layout.
-func (m *Memory) DiffPages(o *Memory) []uint64 {
-	var pages []uint64
-	for i, r := range m.Regions {
-		a, b := r.Data, o.Regions[i].Data
-		base := uint64(r.Spec.GuestAddr)
-		for off := uint64(0); off < r.Spec.Size; {
-			page := (base + off) / virtqueue.LogPageSize
-			end := min(r.Spec.Size, (page+1)*virtqueue.LogPageSize-base)
-			if string(a[off:end]) != string(b[off:end]) {
-				pages = append(pages, page)
-			}
-			off = end
-		}
-	}
-	return pages
-}
+func (m *Memory) DiffPages(o *Memory) []uint64 { return m.Memory.DiffPages(o.Memory) }
