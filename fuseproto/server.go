@@ -32,7 +32,7 @@ type Server struct {
 	// after DESTROY.
 	cfg atomic.Pointer[Config]
 
-	states sync.Pool // *request
+	states sync.Pool // *RequestState, for Handle
 
 	intrMu sync.Mutex
 	// intr maps the unique of each interruptible request in flight to the
@@ -61,7 +61,7 @@ func NewServer(fs FileSystem, opts Options) *Server {
 		mw = pageSize
 	}
 	s.maxWrite = mw
-	s.states.New = func() any { return new(request) }
+	s.states.New = func() any { return new(RequestState) }
 	return s
 }
 
@@ -165,6 +165,17 @@ type request struct {
 	// context block.
 	secctx  []SecCtx
 	secSeen bool
+	// names hands out the strings of names seen lately.
+	names nameCache
+}
+
+// RequestState is the reusable state of one request in progress: the
+// decoded arguments, the reply buffers and recently seen names. A
+// transport that serves requests one at a time from long-lived goroutines
+// (a virtio worker) keeps one per goroutine and passes it to HandleWith;
+// Handle takes one from a pool. Its zero value is ready to use.
+type RequestState struct {
+	req request
 }
 
 // bigBuf returns the variable-reply buffer with room for n bytes after the
@@ -181,7 +192,18 @@ func (st *request) bigBuf(n int) []byte {
 // place and pass it as payload (then req ends after the fuse_write_in).
 // The reply, if the opcode has one, goes to r before Handle returns.
 func (s *Server) Handle(req []byte, payload WriteSource, r Replier) {
-	st := s.states.Get().(*request)
+	rs := s.states.Get().(*RequestState)
+	s.HandleWith(rs, req, payload, r)
+	s.states.Put(rs)
+}
+
+// HandleWith is Handle with state rs, which the caller must not use for
+// another request until HandleWith returns. It allocates nothing for the
+// common requests (GETATTR, LOOKUP of a name rs has seen lately, READ,
+// WRITE, ...), even under the race detector, where the pool behind Handle
+// drops states at random.
+func (s *Server) HandleWith(rs *RequestState, req []byte, payload WriteSource, r Replier) {
+	st := &rs.req
 	st.r = r
 	st.sent = false
 	st.errno = OK
@@ -199,7 +221,6 @@ func (s *Server) Handle(req []byte, payload WriteSource, r Replier) {
 		}
 		st.r = nil
 		st.ctx = Context{}
-		s.states.Put(st)
 	}()
 	s.handle(st, req, payload)
 }
@@ -439,7 +460,7 @@ func (s *Server) name(st *request, body []byte, use nameUse) (string, []byte, bo
 		s.replyErr(st, e)
 		return "", nil, false
 	}
-	return string(n), rest, true
+	return st.names.get(n), rest, true
 }
 
 func (s *Server) entryReply(st *request, errno Errno, e *EntryOut) {
@@ -976,7 +997,7 @@ func (s *Server) xattrName(st *request, body []byte) (string, []byte, bool) {
 		s.replyErr(st, syscall.ERANGE)
 		return "", nil, false
 	}
-	return string(n), rest, true
+	return st.names.get(n), rest, true
 }
 
 // registerInterrupt makes unique interruptible and returns the channel its
@@ -1016,4 +1037,28 @@ func (s *Server) interrupt(unique uint64) {
 	}
 	s.early[s.earlyPos] = unique
 	s.earlyPos = (s.earlyPos + 1) % len(s.early)
+}
+
+// nameCache is a small direct-mapped table of the Go strings of names (and
+// xattr names) seen lately on one RequestState, so that a request naming
+// what an earlier one did (a LOOKUP revalidating a known entry, GETXATTR of
+// security.capability) allocates nothing. Strings are immutable: a
+// FileSystem may keep the ones it is given. A name not in the table costs
+// the one allocation converting it always cost.
+type nameCache struct {
+	s [64]string
+}
+
+// get returns b as a string, from the table when it is there.
+func (c *nameCache) get(b []byte) string {
+	// FNV-1a; names are at most 255 bytes.
+	h := uint32(2166136261)
+	for _, x := range b {
+		h = (h ^ uint32(x)) * 16777619
+	}
+	e := &c.s[h%uint32(len(c.s))]
+	if *e != string(b) {
+		*e = string(b)
+	}
+	return *e
 }

@@ -20,24 +20,40 @@ func (fs *FS) anyHandle(fh uint64) (*handle, *handleTable) {
 
 // Getattr returns the attributes of node, or of the open file in.Fh when
 // in.GetattrFlags has GetattrFh.
+//
+// An open handle of node itself (the guest's fstat) is used without
+// pinning the inode, which for an inode referenced by its file handle
+// saves opening and closing a descriptor.
 func (fs *FS) Getattr(ctx *fuseproto.Context, node uint64, in *fuseproto.GetattrIn, out *fuseproto.AttrOut) fuseproto.Errno {
+	var h *handle
+	if in != nil && in.GetattrFlags&fuseproto.GetattrFh != 0 {
+		var t *handleTable
+		if h, t = fs.anyHandle(in.Fh); h != nil {
+			defer t.put(h)
+			if h.ino.id == node && !h.ino.lost {
+				return fs.statOut(h.ino, h.fd, out)
+			}
+		}
+	}
 	ino, e := fs.inodes.get(node)
 	if e != 0 {
 		return e
 	}
 	defer fs.inodes.put(ino)
 	fd := ino.fd
-	if in != nil && in.GetattrFlags&fuseproto.GetattrFh != 0 {
-		if h, t := fs.anyHandle(in.Fh); h != nil {
-			defer t.put(h)
-			fd = h.fd
-		}
+	if h != nil {
+		fd = h.fd
 	}
+	return fs.statOut(ino, fd, out)
+}
+
+// statOut fills out with the attributes of inode in, open as fd.
+func (fs *FS) statOut(in *inode, fd int, out *fuseproto.AttrOut) fuseproto.Errno {
 	var st unix.Statx_t
 	if err := hostfs.Statx(fd, &st); err != nil {
 		return hostfs.Errno(err)
 	}
-	fs.attrOut(ino, &st, out)
+	fs.attrOut(in, &st, out)
 	return 0
 }
 

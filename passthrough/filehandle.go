@@ -163,11 +163,18 @@ func (fs *FS) recheckFileHandles() {
 // handles are off or, with FileHandlesPrefer, when the inode's filesystem
 // makes none or its mount cannot be opened (the inode then keeps fd).
 func (fs *FS) handleFor(fd int, st *unix.Statx_t) (*inodeHandle, fuseproto.Errno) {
-	mode := fs.FileHandles()
-	if mode == FileHandlesNever {
+	if fs.FileHandles() == FileHandlesNever {
 		return nil, 0
 	}
-	h, mnt, err := hostfs.HandleOf(fd)
+	var probe hostfs.HandleProbe
+	mnt, err := probe.Of(fd)
+	return fs.handleFrom(&probe, mnt, err, fd, st)
+}
+
+// handleFrom is handleFor with the handle already made into probe (mnt and
+// err are what probe.Of answered).
+func (fs *FS) handleFrom(probe *hostfs.HandleProbe, mnt uint64, err error, fd int, st *unix.Statx_t) (*inodeHandle, fuseproto.Errno) {
+	mode := fs.FileHandles()
 	if err != nil {
 		if !errors.Is(err, hostfs.ErrNoHandles) {
 			return nil, hostfs.Errno(err)
@@ -186,7 +193,31 @@ func (fs *FS) handleFor(fd int, st *unix.Statx_t) (*inodeHandle, fuseproto.Errno
 		}
 		return nil, 0
 	}
+	h := probe.Handle()
 	return &inodeHandle{h: h, mount: m, key: handleKey{mnt: mnt, fh: h.Key()}}, 0
+}
+
+// adoptEntry adopts fd as inodeTable.adopt does, making the inode's file
+// handle first when handles are in use. An inode the table already knows
+// by its handle (a LOOKUP of a known name) costs no allocation: its handle
+// is looked up from a probe on the stack.
+func (fs *FS) adoptEntry(fd int, st *unix.Statx_t, submount bool, parent uint64, name string) (*inode, fuseproto.Errno) {
+	if fs.FileHandles() == FileHandlesNever {
+		return fs.inodes.adopt(fd, st, nil, submount, parent, name), 0
+	}
+	var probe hostfs.HandleProbe
+	mnt, err := probe.Of(fd)
+	if err == nil {
+		if in := fs.inodes.adoptKnown(handleKey{mnt: mnt, fh: probe.Key()}, fd, parent, name); in != nil {
+			return in, 0
+		}
+	}
+	fh, e := fs.handleFrom(&probe, mnt, err, fd, st)
+	if e != 0 {
+		unix.Close(fd)
+		return nil, e
+	}
+	return fs.inodes.adopt(fd, st, fh, submount, parent, name), 0
 }
 
 // mountFd opens a descriptor for open_by_handle_at on the mount of the inode
@@ -216,7 +247,14 @@ func (fs *FS) mountFd(fd int, st *unix.Statx_t) (int, error) {
 // warnNoHandles logs, once per mount, why inodes of that mount are not
 // referenced by handles.
 func (fs *FS) warnNoHandles(mnt uint64, what string, err error) {
-	if _, seen := fs.noHandles.LoadOrStore(mnt, true); seen {
+	fs.noHandlesMu.Lock()
+	seen := fs.noHandles[mnt]
+	if fs.noHandles == nil {
+		fs.noHandles = map[uint64]bool{}
+	}
+	fs.noHandles[mnt] = true
+	fs.noHandlesMu.Unlock()
+	if seen {
 		return
 	}
 	if fs.FileHandles() == FileHandlesMandatory {

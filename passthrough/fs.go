@@ -43,8 +43,11 @@ type FS struct {
 	fhMode atomic.Int32
 	// mounts holds a descriptor per host mount for opening file handles.
 	mounts hostfs.Mounts
-	// noHandles: mount ids whose lack of file handles has been logged.
-	noHandles sync.Map
+	// noHandles: mount ids whose lack of file handles has been logged
+	// (a map under a mutex: a sync.Map would box the id, an allocation
+	// per lookup on a filesystem without handles).
+	noHandlesMu sync.Mutex
+	noHandles   map[uint64]bool
 }
 
 var _ fuseproto.FileSystem = (*FS)(nil)
@@ -209,16 +212,14 @@ func (fs *FS) newEntry(parent *inode, name string, fd int, out *fuseproto.EntryO
 		st.Mask&unix.STATX_MNT_ID != 0 && st.Mnt_id != parent.key.mnt {
 		submount = true
 	}
-	fh, e := fs.handleFor(fd, &st)
-	if e != 0 {
-		unix.Close(fd)
-		return nil, e
-	}
 	var pid uint64
 	if name != "" {
 		pid = parent.id
 	}
-	in := fs.inodes.adopt(fd, &st, fh, submount, pid, name)
+	in, e := fs.adoptEntry(fd, &st, submount, pid, name)
+	if e != 0 {
+		return nil, e
+	}
 	fs.entry(in, &st, out)
 	return in, 0
 }

@@ -220,6 +220,29 @@ func (t *inodeTable) adopt(fd int, st *unix.Statx_t, fh *inodeHandle, submount b
 	return in
 }
 
+// adoptKnown is adopt for an inode the table knows by its handle key: it
+// records one lookup of it, as found under name in directory parent, and
+// returns it pinned with a reference, taking ownership of fd (the inode
+// keeps it while pinned, else it is closed). It returns nil, leaving fd to
+// the caller, when no inode has that handle. It allocates nothing; key may
+// alias a buffer (it is not stored).
+func (t *inodeTable) adoptKnown(key handleKey, fd int, parent uint64, name string) *inode {
+	t.mu.Lock()
+	in := t.byHandle[key]
+	if in == nil {
+		t.mu.Unlock()
+		return nil
+	}
+	in.nlookup++
+	in.refs++
+	if parent != 0 {
+		in.parent, in.name = parent, name
+	}
+	t.mu.Unlock()
+	in.pinWith(fd)
+	return in
+}
+
 // addLookup records one more lookup of an inode the caller holds.
 func (t *inodeTable) addLookup(in *inode) {
 	t.mu.Lock()

@@ -91,6 +91,7 @@ type Queue struct {
 	nextUsed       uint16
 	signalled      uint16
 	signalledValid bool
+	deferred       bool // PushDeferred published elements not yet decided on
 	ur             rings
 	call           int // eventfd, -1 for none
 	stopped        bool
@@ -305,7 +306,27 @@ func (q *Queue) EnableNotify() (bool, error) {
 // releases c. With a dirty log set (SetLog) it logs the pages of the first
 // max(n, NoteWritten) writable bytes and of the used-ring entry and index
 // before it returns. After Stop it only releases c and returns ErrStopped.
-func (q *Queue) Push(c *Chain, n uint32) error {
+func (q *Queue) Push(c *Chain, n uint32) error { return q.push(c, n, true) }
+
+// PushDeferred is Push without the notification: the used element is
+// published at once, but whether the driver must be notified is decided
+// by the next Flush or Push, once for every element published since. A
+// device serving a burst of chains notifies once for the burst instead of
+// once per chain (with EVENT_IDX the driver still gets the notification
+// it asked for, only later).
+func (q *Queue) PushDeferred(c *Chain, n uint32) error { return q.push(c, n, false) }
+
+// Flush notifies the driver if the elements published by PushDeferred
+// since the last decision call for it.
+func (q *Queue) Flush() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.deferred && !q.stopped {
+		q.notifyLocked()
+	}
+}
+
+func (q *Queue) push(c *Chain, n uint32, notify bool) error {
 	defer c.Release()
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -334,6 +355,18 @@ func (q *Queue) Push(c *Chain, n uint32) error {
 		q.logPush(c, n, slot)
 	}
 	q.pushed.Add(1)
+	if notify {
+		q.notifyLocked()
+	} else {
+		q.deferred = true
+	}
+	return nil
+}
+
+// notifyLocked notifies the driver if the elements published since the
+// last decision ask for it. q.mu is held.
+func (q *Queue) notifyLocked() {
+	q.deferred = false
 	if q.needNotify() && q.call >= 0 {
 		q.notified.Add(1)
 		for {
@@ -343,7 +376,6 @@ func (q *Queue) Push(c *Chain, n uint32) error {
 			}
 		}
 	}
-	return nil
 }
 
 // needNotify applies the notification-suppression rules after a push.

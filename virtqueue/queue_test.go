@@ -453,6 +453,71 @@ func TestNotifyEventIdx(t *testing.T) {
 	}
 }
 
+// TestPushDeferred publishes used elements without notifying, and checks
+// that Flush then notifies once, exactly when an element published since
+// the last decision crossed used_event (EVENT_IDX) or the driver allows
+// interrupts (without).
+func TestPushDeferred(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		eventIdx  bool
+		usedEvent uint16 // with EVENT_IDX
+		noIntr    bool   // without: VIRTQ_AVAIL_F_NO_INTERRUPT
+		n         int    // chains pushed deferred before Flush
+		want      bool
+	}{
+		{"event idx crossed", true, 2, false, 4, true},       // used idx 2..5 passes 2
+		{"event idx not reached", true, 10, false, 4, false}, // 5 < 11
+		{"event idx crossed by the last", true, 4, false, 4, true},
+		{"event idx behind", true, 0, false, 4, false}, // already notified at 1
+		{"no event idx", false, 0, false, 3, true},
+		{"no event idx, no interrupt", false, 0, true, 3, false},
+		{"nothing deferred", true, 2, false, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 16, tc.eventIdx)
+			call := eventfd(t)
+			f.q.SetCall(call)
+			roundTrip(t, f) // used idx 1; the first push always notifies
+			if !signalled(call) {
+				t.Fatal("first push not notified")
+			}
+			if tc.eventIdx {
+				f.drv.SetUsedEvent(tc.usedEvent)
+			}
+			if tc.noIntr {
+				f.drv.SetAvailFlags(virtqueue.AvailFNoInterrupt)
+			}
+			for range tc.n {
+				if _, err := f.drv.AddChain(nil, []uint32{8}, vqtest.ChainOpts{}); err != nil {
+					t.Fatal(err)
+				}
+				var c virtqueue.Chain
+				if err := f.q.Pop(&c); err != nil {
+					t.Fatal(err)
+				}
+				if err := f.q.PushDeferred(&c, 8); err != nil {
+					t.Fatal(err)
+				}
+				if _, ok := f.drv.PopUsed(); !ok {
+					t.Fatal("deferred push did not publish the used element")
+				}
+			}
+			if signalled(call) {
+				t.Fatal("PushDeferred notified")
+			}
+			f.q.Flush()
+			if got := signalled(call); got != tc.want {
+				t.Fatalf("Flush notified: %v, want %v", got, tc.want)
+			}
+			f.q.Flush()
+			if signalled(call) {
+				t.Fatal("a second Flush notified again")
+			}
+		})
+	}
+}
+
 func TestStop(t *testing.T) {
 	f := newFixture(t, 16, false)
 	if _, err := f.drv.AddChain(nil, []uint32{8}, vqtest.ChainOpts{}); err != nil {

@@ -204,7 +204,7 @@ func newFlagSet(cfg *config, overlayOpts *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.writeback, "writeback", false, "enable the guest's writeback cache [default: off]")
 	fs.BoolVar(&cfg.allowDirectIO, "allow-direct-io", false, "honour O_DIRECT from the guest on host files [default: off, dropped]")
 	fs.BoolVar(&cfg.noReaddirplus, "no-readdirplus", false, "disable READDIRPLUS [default: enabled]")
-	fs.Func("thread-pool-size", "`number` of request workers kept ready; more start while requests block [default: 0, sized to the CPUs (virtio) or 4 readers (/dev/fuse)]", func(s string) error {
+	fs.Func("thread-pool-size", "`number` of request workers kept ready; more start while requests block. 0, as in virtiofsd, serves each virtio request queue on its own thread without a pool (4 readers on /dev/fuse) [default: 0]", func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
 			return errors.New("want a number, 0 or more")

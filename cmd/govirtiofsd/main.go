@@ -378,6 +378,7 @@ func serveVhostUser(cfg *config, l *net.UnixListener, srv *fuseproto.Server, sta
 			Tag:            cfg.tag,
 			RequestQueues:  cfg.requestQueues,
 			ThreadPoolSize: cfg.threads,
+			ServeInline:    cfg.threads == 0,
 			QueueSize:      cfg.queueSize,
 			KeepServing:    cfg.keepServing,
 			State:          state,

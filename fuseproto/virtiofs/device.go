@@ -8,7 +8,10 @@
 // VIRTIO_FS_F_NOTIFICATION, so there is no notification queue). Each
 // started queue has a goroutine that waits on the kick eventfd, drains the
 // available ring and hands every chain to a worker pool shared by all
-// request queues, so requests on every queue run in parallel.
+// request queues, so requests on every queue run in parallel; or, with
+// Options.ServeInline (virtiofsd's --thread-pool-size=0, our default),
+// serves them itself one after the other, handing only requests that may
+// wait for other requests (SETLKW) to the pool.
 //
 // A worker copies the FUSE header and arguments from the chain's readable
 // buffers into its own buffer (Server.BufferSize bytes), except for WRITE:
@@ -84,8 +87,18 @@ type Options struct {
 	// up fewer. Zero means DefaultRequestQueues; at most MaxRequestQueues.
 	RequestQueues int
 	// ThreadPoolSize is the number of workers kept for the request
-	// queues; zero means max(4, 2*GOMAXPROCS).
+	// queues; zero means max(4, 2*GOMAXPROCS). It is ignored when
+	// ServeInline is set.
 	ThreadPoolSize int
+	// ServeInline serves each request queue's requests on the queue's
+	// own goroutine, one after the other, as virtiofsd does with
+	// --thread-pool-size=0: no hand-off to another thread per request,
+	// which roughly halves the CPU cost of a small request. Parallelism
+	// then comes from the request queues (a multi-queue guest spreads
+	// its CPUs' requests over them). Requests that may wait for other
+	// requests (SETLKW waits for an unlock) still go to pool workers,
+	// started on demand, so a queue never deadlocks on itself.
+	ServeInline bool
 	// QueueSize is the largest ring size accepted; zero means
 	// virtqueue.MaxQueueSize.
 	QueueSize int
@@ -120,6 +133,7 @@ type Device struct {
 	qsize  int
 	state  State
 	pool   *pool
+	inline bool      // Options.ServeInline
 	chains sync.Pool // *virtqueue.Chain
 
 	mu      sync.Mutex
@@ -154,7 +168,11 @@ func NewDevice(srv *fuseproto.Server, opts Options) (*Device, error) {
 	if threads <= 0 {
 		threads = max(4, 2*runtime.GOMAXPROCS(0))
 	}
-	d := &Device{srv: srv, log: opts.Logger, nq: 1 + rq, qsize: qsize, state: opts.State}
+	keep := threads
+	if opts.ServeInline {
+		keep = 0 // workers only for the requests that may block
+	}
+	d := &Device{srv: srv, log: opts.Logger, nq: 1 + rq, qsize: qsize, state: opts.State, inline: opts.ServeInline}
 	if d.log == nil {
 		d.log = hclog.NewNullLogger()
 	}
@@ -165,7 +183,7 @@ func NewDevice(srv *fuseproto.Server, opts Options) (*Device, error) {
 	}
 	d.runners = make([]*runner, d.nq)
 	d.chains.New = func() any { return new(virtqueue.Chain) }
-	d.pool = newPool(d, threads, max(4*threads, 64))
+	d.pool = newPool(d, keep, max(4*threads, 64))
 	return d, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/govirtiofs/govirtiofs/fuseproto"
 	"github.com/govirtiofs/govirtiofs/virtqueue"
 )
 
@@ -21,6 +22,16 @@ const drainTimeout = 10 * time.Second
 
 // pollInterval is how often a ring without a kick eventfd is polled.
 const pollInterval = 5 * time.Millisecond
+
+// Serving inline, a queue goroutine notifies the driver once per burst of
+// chains instead of once per chain: when the available ring runs empty,
+// or after flushBurst chains or flushDelay since the first reply held
+// back, whichever comes first, so a long burst does not hold replies the
+// driver waits for.
+const (
+	flushBurst = 16
+	flushDelay = 100 * time.Microsecond
+)
 
 // runner serves one started queue: one goroutine waits on the kick
 // eventfd and drains the available ring.
@@ -35,8 +46,13 @@ type runner struct {
 
 	stopping atomic.Bool
 	inflight sync.WaitGroup // chains handed to workers and not yet pushed
-	hiprio   *worker        // queue 0 serves inline with its own state
-	chainErr int            // malformed chains seen, for rate-limited logging
+	// own serves chains on this goroutine: always on queue 0 (the
+	// high-priority queue), on request queues with Options.ServeInline.
+	own      *worker
+	peek     virtqueue.Reader // reads the opcode of a chain before serving it inline
+	held     int              // replies pushed without notification since the last Flush
+	heldAt   time.Time        // when the first of them was pushed
+	chainErr int              // malformed chains seen, for rate-limited logging
 }
 
 func newRunner(d *Device, index int, q *virtqueue.Queue, kick int) (*runner, error) {
@@ -45,8 +61,9 @@ func newRunner(d *Device, index int, q *virtqueue.Queue, kick int) (*runner, err
 		return nil, fmt.Errorf("virtiofs: eventfd: %w", err)
 	}
 	r := &runner{d: d, index: index, q: q, kick: kick, wake: wake, done: make(chan struct{}), quit: make(chan struct{})}
-	if index == 0 {
-		r.hiprio = newWorker(d)
+	if index == 0 || d.inline {
+		r.own = newWorker(d)
+		r.own.deferNotify = true
 	}
 	return r, nil
 }
@@ -142,6 +159,7 @@ func (r *runner) drain() (ok bool) {
 		var ce *virtqueue.ChainError
 		switch {
 		case errors.Is(err, virtqueue.ErrEmpty):
+			r.flush()
 			more, err := r.q.EnableNotify()
 			if err != nil {
 				r.d.log.Error("virtqueue broken; it is not served any more", "queue", r.index, "error", err)
@@ -158,19 +176,29 @@ func (r *runner) drain() (ok bool) {
 		case errors.Is(err, virtqueue.ErrStopped):
 			return true
 		default:
+			r.flush()
 			r.d.log.Error("virtqueue broken; it is not served any more", "queue", r.index, "error", err)
 			return false
 		}
 	}
+	r.flush()
 	return true
 }
 
-// dispatch serves c: inline on the high-priority queue, else by a worker.
+// dispatch serves c: inline on the high-priority queue and, with
+// Options.ServeInline, on request queues unless the request may block;
+// else by a worker.
 func (r *runner) dispatch(c *virtqueue.Chain) {
-	if r.hiprio != nil {
-		r.hiprio.queue = r.index
-		r.hiprio.serve(c)
+	if r.own != nil && (r.index == 0 || !r.mayBlock(c)) {
+		r.own.queue = r.index
+		r.own.serve(c)
 		r.d.chains.Put(c)
+		if r.held == 0 {
+			r.heldAt = time.Now()
+		}
+		if r.held++; r.held >= flushBurst || time.Since(r.heldAt) >= flushDelay {
+			r.flush()
+		}
 		return
 	}
 	r.inflight.Add(1)
@@ -181,4 +209,26 @@ func (r *runner) dispatch(c *virtqueue.Chain) {
 		r.d.chains.Put(c)
 		r.inflight.Done()
 	}
+}
+
+// flush notifies the driver of the replies pushed inline since the last
+// flush, if the ring's rules ask for it.
+func (r *runner) flush() {
+	if r.held > 0 {
+		r.held = 0
+		r.q.Flush()
+	}
+}
+
+// mayBlock reports whether the request in c may wait for other requests
+// to be served: SETLKW waits until the lock's holder releases it, which
+// may take a request on this very queue. A chain too short to hold a
+// header is not (the worker answers it at once).
+func (r *runner) mayBlock(c *virtqueue.Chain) bool {
+	var hdr [8]byte // fuse_in_header: len, opcode
+	r.peek.Reset(c.Readable())
+	if n, _ := r.peek.Read(hdr[:]); n < len(hdr) {
+		return false
+	}
+	return fuseproto.Opcode(binary.LittleEndian.Uint32(hdr[4:])) == fuseproto.OpSetlkw
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"slices"
@@ -211,9 +212,26 @@ func (g *gateFS) Getattr(ctx *fuseproto.Context, node uint64, in *fuseproto.Geta
 	return g.FS.Getattr(ctx, node, in, out)
 }
 
+// threadingModes are the two ways request queues are served: a pool of
+// workers (here of one kept worker), and each queue on its own goroutine.
+var threadingModes = []struct {
+	name string
+	opts Options
+}{
+	{"pool", Options{ThreadPoolSize: 1}},
+	{"inline", Options{ServeInline: true}},
+}
+
 func TestParallelQueuesAndHiprio(t *testing.T) {
+	for _, m := range threadingModes {
+		t.Run(m.name, func(t *testing.T) { testParallelQueuesAndHiprio(t, m.opts) })
+	}
+}
+
+func testParallelQueuesAndHiprio(t *testing.T, opts Options) {
 	g := &gateFS{arrived: make(chan struct{}, 16), release: make(chan struct{})}
-	e := newEnv(t, Options{RequestQueues: 4, ThreadPoolSize: 1}, func(fs *passthrough.FS) fuseproto.FileSystem {
+	opts.RequestQueues = 4
+	e := newEnv(t, opts, func(fs *passthrough.FS) fuseproto.FileSystem {
 		g.FS = fs
 		return g
 	})
@@ -224,7 +242,8 @@ func TestParallelQueuesAndHiprio(t *testing.T) {
 	e.release(fe.Queues[1], node, fh)
 
 	// One blocking GETATTR on each request queue: all four must be in the
-	// filesystem at once (with a pool of one kept worker).
+	// filesystem at once (with a pool of one kept worker, or one
+	// goroutine per queue).
 	for q := 1; q <= 4; q++ {
 		in := fuseproto.GetattrIn{Fh: 0xdead}
 		out, ins, _ := e.build(req{op: fuseproto.OpGetattr, node: fuseproto.RootID, args: [][]byte{enc(&in)}, out: []uint32{fuseproto.AttrOutSize}})
@@ -247,6 +266,57 @@ func TestParallelQueuesAndHiprio(t *testing.T) {
 		if err != nil || u.Len != fuseproto.OutHeaderSize+fuseproto.AttrOutSize {
 			t.Fatalf("queue %d: %+v %v", q, u, err)
 		}
+	}
+}
+
+// TestSetlkwSameQueue blocks a SETLKW behind a lock held by another owner,
+// then releases that lock with a request on the same queue: in both
+// threading modes the release must be served while SETLKW waits (serving
+// inline, SETLKW goes to a worker), and then SETLKW is granted.
+func TestSetlkwSameQueue(t *testing.T) {
+	for _, m := range threadingModes {
+		t.Run(m.name, func(t *testing.T) {
+			opts := m.opts
+			opts.RequestQueues = 1
+			e := newEnv(t, opts, nil)
+			fe := e.fe
+			fe.QEMUStart(2, 64, allFeatures)
+			vq := fe.Queues[1]
+			e.init(vq)
+			node, fh := e.create(vq, fuseproto.RootID, "locked")
+			lock := func(op fuseproto.Opcode, owner uint64, typ uint32) req {
+				in := fuseproto.LkIn{Fh: fh, Owner: owner, Lk: fuseproto.FileLock{Start: 0, End: 99, Type: typ, PID: uint32(owner)}}
+				return req{op: op, node: node, args: [][]byte{enc(&in)}}
+			}
+			e.ok(vq, lock(fuseproto.OpSetlk, 1, unix.F_WRLCK))
+
+			out, ins, u := e.build(lock(fuseproto.OpSetlkw, 2, unix.F_WRLCK))
+			waiter := vq.Add(out, ins, vqtest.ChainOpts{})
+			if vq.Called(300 * time.Millisecond) {
+				t.Fatal("SETLKW answered while the lock was held")
+			}
+			// The unlock, on the same queue, is answered first.
+			unlock := lock(fuseproto.OpSetlk, 1, unix.F_UNLCK)
+			out, ins, _ = e.build(unlock)
+			vq.Add(out, ins, vqtest.ChainOpts{})
+			got := map[uint16]fuseproto.OutHeader{}
+			for range 2 {
+				used, err := vq.Wait()
+				if err != nil {
+					t.Fatalf("waiting for the unlock and SETLKW: %v (the queue deadlocked?)", err)
+				}
+				var h fuseproto.OutHeader
+				fuseproto.Decode(used.Data, &h)
+				if h.Error != 0 {
+					t.Fatalf("reply %+v", h)
+				}
+				got[used.Head] = h
+			}
+			if h, ok := got[waiter]; !ok || h.Unique != u {
+				t.Fatalf("SETLKW (head %d, unique %d) not answered: %v", waiter, u, got)
+			}
+			e.release(vq, node, fh)
+		})
 	}
 }
 

@@ -145,10 +145,12 @@ func (p *pool) close() {
 }
 
 // worker is the reusable state of one request in progress: the request
-// buffer, the reply's scatter-gather state, and the Replier.
+// buffer, the Server's request state, the reply's scatter-gather state, and
+// the Replier.
 type worker struct {
 	d   *Device
 	buf []byte
+	st  fuseproto.RequestState
 	c   *virtqueue.Chain
 
 	req     virtqueue.Reader // the chain's readable buffers
@@ -159,6 +161,19 @@ type worker struct {
 	replied bool
 	placed  bool // DataDest was used: data may be in the writable buffers
 	queue   int  // the virtqueue the chain came from, for the debug log
+	// deferNotify: the chain is pushed without notifying the driver;
+	// the queue's goroutine, serving a burst inline, notifies once for
+	// the burst (virtqueue.Queue.Flush).
+	deferNotify bool
+}
+
+// push returns c to its queue with n bytes written.
+func (w *worker) push(c *virtqueue.Chain, n uint32) {
+	if w.deferNotify {
+		c.Queue().PushDeferred(c, n)
+		return
+	}
+	c.Queue().Push(c, n)
 }
 
 func newWorker(d *Device) *worker {
@@ -188,12 +203,12 @@ func (w *worker) serve(c *virtqueue.Chain) {
 			// either. The chain goes back with nothing written (but
 			// data placed for it is still dirty).
 			w.notePlaced()
-			c.Queue().Push(c, 0)
+			w.push(c, 0)
 		}
 		w.c = nil
 	}()
 	req, payload := w.request(c)
-	w.d.srv.Handle(req, payload, w)
+	w.d.srv.HandleWith(&w.st, req, payload, w)
 }
 
 // request reads the FUSE request from c's readable buffers into w.buf. A
@@ -250,12 +265,12 @@ func (w *worker) Reply(msg []byte, dataLen int) {
 			fuseproto.Decode(msg, &h)
 			w.d.log.Debug("reply does not fit the chain's writable buffers; dropped", "unique", h.Unique, "len", total, "room", c.WritableLen())
 		}
-		c.Queue().Push(c, 0)
+		w.push(c, 0)
 		return
 	}
 	w.hdr.Reset(c.Writable())
 	w.hdr.Write(msg)
-	c.Queue().Push(c, uint32(total))
+	w.push(c, uint32(total))
 }
 
 // notePlaced tells the chain how far data placed by DataDest reached, which

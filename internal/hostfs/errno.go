@@ -15,6 +15,9 @@ func Errno(err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
+	if e, ok := err.(syscall.Errno); ok {
+		return e // the common case, without errors.As's allocation
+	}
 	var e syscall.Errno
 	if errors.As(err, &e) {
 		return e

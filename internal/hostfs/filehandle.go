@@ -94,10 +94,71 @@ func HandleAt(dirfd int, name string, flags int) (FileHandle, uint64, error) {
 	}
 }
 
+// HandleProbe makes file handles without allocating, for looking inodes
+// up by handle: HandleOf allocates the handle it returns, which a lookup of
+// an inode already known by its handle does not need. Its zero value is
+// ready; it is not safe for concurrent use.
+type HandleProbe struct {
+	fh  fileHandleBuf
+	key [4 + MaxHandleSize]byte
+	n   int // bytes of key in use; 0: no handle
+}
+
+// Of makes the file handle of the inode fd refers to, as HandleOf does
+// (same errors), and returns the id of fd's mount.
+func (p *HandleProbe) Of(fd int) (uint64, error) {
+	p.n = 0
+	var mnt int32
+	for {
+		switch e := rawHandleOf(fd, &p.fh, &mnt); e {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EOPNOTSUPP, unix.EOVERFLOW:
+			return 0, noHandles(e)
+		default:
+			return 0, e
+		}
+		break
+	}
+	if p.fh.bytes == 0 || p.fh.bytes > MaxHandleSize {
+		return 0, noHandles(unix.EOVERFLOW)
+	}
+	binary.LittleEndian.PutUint32(p.key[:], uint32(p.fh.typ))
+	p.n = 4 + copy(p.key[4:], p.fh.f[:p.fh.bytes])
+	return uint64(uint32(mnt)), nil
+}
+
+// Key returns the handle as FileHandle.Key would, without copying: the
+// string is valid only until p is used again, so it serves for map
+// lookups, never as a key to store.
+func (p *HandleProbe) Key() string { return aliasString(p.key[:p.n]) }
+
+// Handle returns the handle as a FileHandle of its own (allocating).
+func (p *HandleProbe) Handle() FileHandle {
+	h, _ := NewFileHandle(p.fh.typ, p.fh.f[:p.fh.bytes])
+	return h
+}
+
 // noHandlesError is ErrNoHandles with the errno the kernel gave.
 type noHandlesError struct{ errno unix.Errno }
 
-func noHandles(e unix.Errno) error { return &noHandlesError{e} }
+func noHandles(e unix.Errno) error {
+	switch e {
+	case unix.EOPNOTSUPP:
+		return errNoHandlesOpnotsupp
+	case unix.EOVERFLOW:
+		return errNoHandlesOverflow
+	}
+	return &noHandlesError{e}
+}
+
+// The two noHandlesErrors there are, made once: a filesystem without
+// handles would otherwise cost an allocation per lookup.
+var (
+	errNoHandlesOpnotsupp error = &noHandlesError{unix.EOPNOTSUPP}
+	errNoHandlesOverflow  error = &noHandlesError{unix.EOVERFLOW}
+)
 
 func (e *noHandlesError) Error() string { return ErrNoHandles.Error() + ": " + e.errno.Error() }
 

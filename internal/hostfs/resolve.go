@@ -21,7 +21,8 @@ type Resolver struct {
 // OpenBeneath opens name, a single component, in directory dirfd with flags
 // (typically O_PATH), adding O_NOFOLLOW and O_CLOEXEC. It uses openat2 with
 // RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS, retrying EAGAIN
-// and EINTR a bounded number of times (EAGAIN after that). Once openat2 has
+// and EINTR a bounded number of times (EAGAIN after that). A name shorter
+// than 256 bytes costs no allocation. Once openat2 has
 // answered ENOSYS it uses openat with O_NOFOLLOW instead, which is safe only
 // for a single component: any name ValidName refuses then gets EXDEV.
 func (r *Resolver) OpenBeneath(dirfd int, name string, flags int) (int, error) {
@@ -32,7 +33,7 @@ func (r *Resolver) OpenBeneath(dirfd int, name string, flags int) (int, error) {
 			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 		}
 		for range openat2Retries {
-			fd, err := unix.Openat2(dirfd, name, &how)
+			fd, err := rawOpenat2(dirfd, name, &how)
 			switch err {
 			case unix.EAGAIN, unix.EINTR:
 				continue // a concurrent rename; try again

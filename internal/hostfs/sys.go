@@ -100,3 +100,45 @@ func FdStatx(fd int, flags, mask int, st *unix.Statx_t) error {
 	}
 	return nil
 }
+
+// rawOpenat2 is unix.Openat2 without its copy of path into a new C string
+// when path is short: the name is copied, NUL-terminated, into a buffer on
+// the stack. OpenBeneath runs it on every LOOKUP.
+func rawOpenat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
+	var buf [256]byte
+	if len(path) >= len(buf) {
+		return unix.Openat2(dirfd, path, how)
+	}
+	for i := 0; i < len(path); i++ {
+		if path[i] == 0 {
+			return -1, unix.EINVAL // as unix.BytePtrFromString answers
+		}
+	}
+	copy(buf[:], path)
+	fd, _, e := unix.Syscall6(unix.SYS_OPENAT2, uintptr(dirfd), uintptr(unsafe.Pointer(&buf[0])),
+		uintptr(unsafe.Pointer(how)), unsafe.Sizeof(*how), 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// fileHandleBuf is struct file_handle with room for the largest handle.
+type fileHandleBuf struct {
+	bytes uint32
+	typ   int32
+	f     [MaxHandleSize]byte
+}
+
+// rawHandleOf is name_to_handle_at(fd, "", h, mnt, AT_EMPTY_PATH) into h,
+// allocating nothing (unix.NameToHandleAt allocates the handle it returns).
+func rawHandleOf(fd int, h *fileHandleBuf, mnt *int32) unix.Errno {
+	h.bytes = MaxHandleSize
+	_, _, e := unix.Syscall6(unix.SYS_NAME_TO_HANDLE_AT, uintptr(fd), uintptr(unsafe.Pointer(&emptyPath[0])),
+		uintptr(unsafe.Pointer(h)), uintptr(unsafe.Pointer(mnt)), unix.AT_EMPTY_PATH, 0)
+	return e
+}
+
+// aliasString returns the bytes of b as a string without copying them; the
+// caller must not change b while the string is in use.
+func aliasString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
