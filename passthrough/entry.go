@@ -49,11 +49,41 @@ func (fs *FS) lookupIn(p *inode, name string, out *fuseproto.EntryOut) (*inode, 
 	if e := hostfs.ValidName(name); e != 0 {
 		return nil, e
 	}
+	if in, e, ok := fs.lookupKnown(p, name, out); ok {
+		return in, e
+	}
 	fd, err := fs.beneath.OpenBeneath(p.fd, name, unix.O_PATH)
 	if err != nil {
 		return nil, hostfs.Errno(err)
 	}
 	return fs.newEntry(p, name, fd, out)
+}
+
+// lookupKnown answers a repeated LOOKUP with one statx: when the inode last
+// looked up as name in p still holds its descriptor, and a statx of name
+// (not following a symlink) shows that very host inode, that inode is the
+// answer. Holding the descriptor across the statx means the inode number
+// cannot have been reused meanwhile, so an equal (dev, ino, mount) is the
+// same object. ok is false when the caller must look name up the long way
+// (no such inode, or name now names another object).
+func (fs *FS) lookupKnown(p *inode, name string, out *fuseproto.EntryOut) (in *inode, e fuseproto.Errno, ok bool) {
+	in = fs.inodes.named(p.id, name)
+	if in == nil {
+		return nil, 0, false
+	}
+	var st unix.Statx_t
+	err := hostfs.StatxAt(p.fd, name, &st)
+	if err == nil && keyOf(&st) == in.key {
+		fs.knownLookups.Add(1)
+		fs.inodes.addLookup(in)
+		fs.entry(in, &st, out)
+		return in, 0, true
+	}
+	fs.inodes.put(in)
+	if err == unix.ENOENT {
+		return nil, unix.ENOENT, true
+	}
+	return nil, 0, false
 }
 
 // selfEntry counts one more lookup of p, which the caller holds, and fills

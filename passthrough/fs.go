@@ -35,9 +35,11 @@ type FS struct {
 	session atomic.Pointer[chan struct{}]
 
 	inodes inodeTable
-	files  handleTable
-	dirs   handleTable
-	nextFh atomic.Uint64
+	// knownLookups counts LOOKUPs answered by lookupKnown (one statx).
+	knownLookups atomic.Uint64
+	files        handleTable
+	dirs         handleTable
+	nextFh       atomic.Uint64
 
 	// fhMode is the InodeFileHandles mode in effect (see FileHandles).
 	fhMode atomic.Int32

@@ -82,8 +82,13 @@ type inodeTable struct {
 	byID     map[uint64]*inode
 	byKey    map[inodeKey]*inode
 	byHandle map[handleKey]*inode
-	next     uint64
-	root     *inode
+	// byName finds an inode that holds its descriptor (keep) by the
+	// directory and name of its latest lookup, so that a repeated LOOKUP
+	// costs one statx instead of openat2, statx and close (lookupKnown).
+	// It is a hint: the statx must show the same host inode.
+	byName map[nameKey]*inode
+	next   uint64
+	root   *inode
 	// mounts gives back the mount references of dropped inodes.
 	mounts *hostfs.Mounts
 }
@@ -92,6 +97,7 @@ func (t *inodeTable) init(root *inode, mounts *hostfs.Mounts) {
 	t.byID = map[uint64]*inode{fuseproto.RootID: root}
 	t.byKey = map[inodeKey]*inode{root.key: root}
 	t.byHandle = map[handleKey]*inode{}
+	t.byName = map[nameKey]*inode{}
 	if root.fh != nil {
 		t.byHandle[root.fh.key] = root
 	}
@@ -186,7 +192,7 @@ func (t *inodeTable) adopt(fd int, st *unix.Statx_t, fh *inodeHandle, submount b
 		in.nlookup++
 		in.refs++
 		if parent != 0 {
-			in.parent, in.name = parent, name
+			t.setNameLocked(in, parent, name)
 		}
 		t.mu.Unlock()
 		if fh != nil {
@@ -206,8 +212,6 @@ func (t *inodeTable) adopt(fd int, st *unix.Statx_t, fh *inodeHandle, submount b
 		pins:     1,
 		nlookup:  1,
 		refs:     1,
-		parent:   parent,
-		name:     name,
 	}
 	t.next++
 	t.byID[in.id] = in
@@ -215,6 +219,9 @@ func (t *inodeTable) adopt(fd int, st *unix.Statx_t, fh *inodeHandle, submount b
 		t.byHandle[fh.key] = in
 	} else {
 		t.byKey[key] = in
+	}
+	if parent != 0 {
+		t.setNameLocked(in, parent, name)
 	}
 	t.mu.Unlock()
 	return in
@@ -236,10 +243,57 @@ func (t *inodeTable) adoptKnown(key handleKey, fd int, parent uint64, name strin
 	in.nlookup++
 	in.refs++
 	if parent != 0 {
-		in.parent, in.name = parent, name
+		t.setNameLocked(in, parent, name)
 	}
 	t.mu.Unlock()
 	in.pinWith(fd)
+	return in
+}
+
+// nameKey is a directory's node ID and a name in it.
+type nameKey struct {
+	parent uint64
+	name   string
+}
+
+// setNameLocked records parent and name as in's latest lookup, and indexes
+// in by them when it holds its descriptor. t.mu is held.
+func (t *inodeTable) setNameLocked(in *inode, parent uint64, name string) {
+	if in.parent == parent && in.name == name {
+		return
+	}
+	t.unnameLocked(in)
+	in.parent, in.name = parent, name
+	if in.keep && parent != 0 {
+		t.byName[nameKey{parent, name}] = in
+	}
+}
+
+// unnameLocked removes in from byName. t.mu is held.
+func (t *inodeTable) unnameLocked(in *inode) {
+	if in.parent != 0 {
+		if k := (nameKey{in.parent, in.name}); t.byName[k] == in {
+			delete(t.byName, k)
+		}
+	}
+}
+
+// named returns the inode last looked up as name in directory parent, if
+// it holds its descriptor and is known to the kernel, with a pinned
+// reference the caller gives back with put; or nil.
+func (t *inodeTable) named(parent uint64, name string) *inode {
+	t.mu.Lock()
+	in := t.byName[nameKey{parent, name}]
+	if in == nil || in.nlookup == 0 || in.lost || !in.keep {
+		t.mu.Unlock()
+		return nil
+	}
+	in.refs++
+	t.mu.Unlock()
+	if in.pin() != 0 { // cannot fail for an inode that keeps its descriptor
+		t.unhold(in)
+		return nil
+	}
 	return in
 }
 
@@ -285,6 +339,7 @@ func (t *inodeTable) unlinkLocked(in *inode) bool {
 	if in.fh != nil && t.byHandle[in.fh.key] == in {
 		delete(t.byHandle, in.fh.key)
 	}
+	t.unnameLocked(in)
 	return true
 }
 

@@ -384,3 +384,95 @@ func TestForgetDuringRequest(t *testing.T) {
 		t.Errorf("%d inodes after the handle closed, want 1", n)
 	}
 }
+
+// TestLookupKnown checks the one-statx path of a repeated LOOKUP
+// (lookupKnown) against what the host does to the name in between: the
+// same object again, an object renamed over it, a symlink swapped in, a
+// file deleted, a directory replaced by a file, and a name the inode was
+// renamed away from.
+func TestLookupKnown(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		change   func(t *testing.T, dir string) // between the two lookups
+		fast     bool                           // the second lookup takes the short path
+		same     bool                           // and returns the first node
+		wantErr  unix.Errno
+		wantMode uint32 // S_IFMT of the second answer
+	}{
+		{"unchanged", func(*testing.T, string) {}, true, true, 0, unix.S_IFREG},
+		{"written", func(t *testing.T, dir string) { writeFile(t, dir, "n", "longer data") }, true, true, 0, unix.S_IFREG},
+		{"renamed over", func(t *testing.T, dir string) {
+			writeFile(t, dir, "other", "x")
+			must(t, os.Rename(filepath.Join(dir, "other"), filepath.Join(dir, "n")))
+		}, false, false, 0, unix.S_IFREG},
+		{"symlink swapped in", func(t *testing.T, dir string) {
+			must(t, os.Symlink("/etc", filepath.Join(dir, "l")))
+			must(t, unix.Renameat2(unix.AT_FDCWD, filepath.Join(dir, "l"), unix.AT_FDCWD, filepath.Join(dir, "n"), unix.RENAME_EXCHANGE))
+		}, false, false, 0, unix.S_IFLNK},
+		{"deleted", func(t *testing.T, dir string) { must(t, os.Remove(filepath.Join(dir, "n"))) }, false, false, unix.ENOENT, 0},
+		{"directory now", func(t *testing.T, dir string) {
+			must(t, os.Remove(filepath.Join(dir, "n")))
+			must(t, os.Mkdir(filepath.Join(dir, "n"), 0o755))
+		}, false, false, 0, unix.S_IFDIR},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, dir := newTestFSMode(t, Options{InodeFileHandles: FileHandlesNever})
+			writeFile(t, dir, "n", "data")
+			e1 := mustLookup(t, fs, fuseproto.RootID, "n")
+			tc.change(t, dir)
+			before := fs.knownLookups.Load()
+			var e2 fuseproto.EntryOut
+			errno := fs.Lookup(rootCtx, fuseproto.RootID, "n", &e2)
+			if errno != tc.wantErr {
+				t.Fatalf("second lookup: %v, want %v", errno, tc.wantErr)
+			}
+			if fast := fs.knownLookups.Load() > before; fast != tc.fast {
+				t.Errorf("short path taken: %v, want %v", fast, tc.fast)
+			}
+			if errno != 0 {
+				return
+			}
+			if same := e2.NodeID == e1.NodeID; same != tc.same {
+				t.Errorf("same node: %v (%d, %d), want %v", same, e1.NodeID, e2.NodeID, tc.same)
+			}
+			st := lstat(t, filepath.Join(dir, "n"))
+			if e2.Attr.Ino != st.Ino || e2.Attr.Mode&unix.S_IFMT != tc.wantMode || e2.Attr.Size != uint64(st.Size) {
+				t.Errorf("attr ino %d mode %o size %d; host ino %d size %d, want type %o", e2.Attr.Ino, e2.Attr.Mode, e2.Attr.Size, st.Ino, st.Size, tc.wantMode)
+			}
+		})
+	}
+	// An inode renamed by the guest is found under its new name the long
+	// way, and the old name is gone.
+	fs, dir := newTestFSMode(t, Options{InodeFileHandles: FileHandlesNever})
+	writeFile(t, dir, "a", "data")
+	ea := mustLookup(t, fs, fuseproto.RootID, "a")
+	if errno := fs.Rename(rootCtx, fuseproto.RootID, "a", fuseproto.RootID, "b", 0); errno != 0 {
+		t.Fatal(errno)
+	}
+	var out fuseproto.EntryOut
+	if errno := fs.Lookup(rootCtx, fuseproto.RootID, "a", &out); errno != unix.ENOENT {
+		t.Errorf("lookup of the old name: %v, want ENOENT", errno)
+	}
+	if eb := mustLookup(t, fs, fuseproto.RootID, "b"); eb.NodeID != ea.NodeID {
+		t.Errorf("renamed inode: node %d, want %d", eb.NodeID, ea.NodeID)
+	}
+	before := fs.knownLookups.Load()
+	if eb := mustLookup(t, fs, fuseproto.RootID, "b"); eb.NodeID != ea.NodeID || fs.knownLookups.Load() != before+1 {
+		t.Errorf("repeated lookup of the new name: node %d (want %d), short path %v", eb.NodeID, ea.NodeID, fs.knownLookups.Load() > before)
+	}
+	// Forgotten inodes leave no entry behind.
+	fs.Forget(ea.NodeID, 3)
+	fs.inodes.mu.Lock()
+	n := len(fs.inodes.byName)
+	fs.inodes.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d name entries left after the last forget", n)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
