@@ -48,6 +48,7 @@ type config struct {
 	pid      int
 	mixes    []string
 	dur      time.Duration
+	gap      time.Duration
 	warmup   time.Duration
 	threads  int
 	depth    int
@@ -95,6 +96,7 @@ func parseFlagsInto(fs *flag.FlagSet, c *config, mixes, queues *string, daemonsp
 	fs.DurationVar(&c.warmup, "warmup", 500*time.Millisecond, "unmeasured time before each mix's measurement")
 	fs.IntVar(&c.threads, "threads", 4, "load threads")
 	fs.IntVar(&c.depth, "depth", 8, "requests in flight per thread")
+	fs.DurationVar(&c.gap, "gap", 0, "think time before each next request of a slot (0: none; e.g. 200us models a slow guest issuing one request at a time)")
 	fs.StringVar(queues, "queues", "", "comma-separated request queue counts to use (0: all offered) [default: 0 with --socket, 1,4 with --daemon]")
 	fs.StringVar(&c.dirBase, "dir-base", "", "comparison mode: where fresh shared directories and sockets are made")
 	fs.Func("daemon", "comparison mode: NAME=COMMAND with {dir} and {sock} (repeat)", func(s string) error {
@@ -262,7 +264,7 @@ func runSession(c *config, socket string, pid, q int, daemon string, round int) 
 	}
 	var rows []row
 	for _, m := range c.mixes {
-		res, err := sess.run(m, runOpts{threads: c.threads, depth: c.depth, warmup: c.warmup, dur: c.dur, pid: pid, corrupt: c.corrupt})
+		res, err := sess.run(m, runOpts{threads: c.threads, depth: c.depth, warmup: c.warmup, dur: c.dur, pid: pid, gap: c.gap, corrupt: c.corrupt})
 		if err != nil {
 			return rows, fmt.Errorf("%s, %d queue(s), %s: %w", daemon, len(cn.queues), m, err)
 		}

@@ -121,6 +121,7 @@ type worker struct {
 	lat     []time.Duration
 	ops     uint64
 	forgets map[uint64]uint64
+	gap     time.Duration
 	err     error
 }
 
@@ -206,7 +207,8 @@ type runOpts struct {
 	threads, depth int
 	warmup, dur    time.Duration
 	pid            int
-	corrupt        bool // tests: expect wrong READ data
+	gap            time.Duration // think time before each next request of a slot
+	corrupt        bool          // tests: expect wrong READ data
 }
 
 // result is one measured run of a mix.
@@ -243,7 +245,7 @@ func (sess *session) run(mix string, o runOpts) (result, error) {
 	for i := range workers {
 		w := &worker{c: c, sess: sess, q: c.queues[i%len(c.queues)], id: i, ch: make(chan *slot, o.depth),
 			rnd: rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano()))), scratch: make([]byte, 0, 4096),
-			forgets: make(map[uint64]uint64), lat: make([]time.Duration, 0, 1<<16)}
+			forgets: make(map[uint64]uint64), lat: make([]time.Duration, 0, 1<<16), gap: o.gap}
 		for range o.depth {
 			s, err := c.newSlot(4096, repLen, w.ch)
 			if err != nil {
@@ -404,6 +406,9 @@ func (w *worker) loop(phase *atomic.Int32, r *result) {
 			w.lat = append(w.lat, s.done.Sub(s.sent))
 		}
 		if w.err == nil && (p != phaseStop || !s.actor.idle()) {
+			if w.gap > 0 {
+				time.Sleep(w.gap) // a guest that thinks between requests
+			}
 			send(s)
 		}
 	}

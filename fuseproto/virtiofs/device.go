@@ -231,6 +231,7 @@ func (d *Device) StartQueue(index int, q *virtqueue.Queue, kick int) error {
 		return err
 	}
 	d.runners[index] = r
+	procs.add(1)
 	go r.loop()
 	return nil
 }
@@ -247,6 +248,7 @@ func (d *Device) StopQueue(index int) {
 	d.mu.Unlock()
 	if r != nil {
 		r.stop()
+		procs.add(-1)
 	}
 }
 
@@ -298,4 +300,24 @@ func ListenAndServe(ctx context.Context, l *net.UnixListener, srv *fuseproto.Ser
 	}
 	defer d.Close()
 	return vhostuser.NewBackend(d, vhostuser.Options{MaxMemSlots: opts.MaxMemSlots, Logger: opts.Logger}).Serve(ctx, l, opts.KeepServing)
+}
+
+// procs keeps GOMAXPROCS at the CPUs' count plus one for every queue
+// goroutine, which holds a P while it waits in rawPoll.
+var procs procBudget
+
+type procBudget struct {
+	mu     sync.Mutex
+	base   int // GOMAXPROCS before the first queue started
+	queues int
+}
+
+func (b *procBudget) add(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.queues == 0 && n > 0 {
+		b.base = runtime.GOMAXPROCS(0)
+	}
+	b.queues += n
+	runtime.GOMAXPROCS(b.base + b.queues)
 }

@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -112,8 +114,16 @@ func (r *runner) loop() {
 		if len(fds) > 1 {
 			fds[1].Revents = 0
 		}
-		_, err := unix.Poll(fds, timeout)
-		if err != nil && err != unix.EINTR {
+		err := rawPoll(fds, timeout)
+		for err == unix.EINTR {
+			// The runtime interrupted the wait to preempt this
+			// goroutine (a GC, or its 10 ms slice): yield, then wait
+			// again without draining, which would write avail_event
+			// (and log it while migrating) for nothing.
+			runtime.Gosched()
+			err = rawPoll(fds, timeout)
+		}
+		if err != nil {
 			r.d.log.Error("polling the kick eventfd failed; queue stopped", "queue", r.index, "error", err)
 			broken = true
 			fds, timeout = fds[:1], -1
@@ -231,4 +241,28 @@ func (r *runner) mayBlock(c *virtqueue.Chain) bool {
 		return false
 	}
 	return fuseproto.Opcode(binary.LittleEndian.Uint32(hdr[4:])) == fuseproto.OpSetlkw
+}
+
+// rawPoll is poll(2) without telling the Go scheduler about the system
+// call: the queue goroutine keeps its P (and OS thread) while it waits for
+// a kick, as a virtiofsd queue thread does. A scheduler-aware poll cost
+// more CPU than the request itself when requests come one at a time: every
+// return from it woke the runtime's monitor thread (sysmon), which then
+// ticked every 20 µs. The runtime still preempts the goroutine (its signal
+// interrupts the poll with EINTR, returned here); Device raises GOMAXPROCS
+// so that waiting queues do not starve the other goroutines.
+func rawPoll(fds []unix.PollFd, timeout int) error {
+	var ts *unix.Timespec // nil: wait for ever
+	var t unix.Timespec
+	if timeout >= 0 {
+		t = unix.NsecToTimespec(int64(timeout) * int64(time.Millisecond))
+		ts = &t
+	}
+	// ppoll, not poll: the seccomp allow-list has ppoll (poll does not
+	// exist on arm64).
+	_, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)), uintptr(unsafe.Pointer(ts)), 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
 }
