@@ -35,9 +35,21 @@ const DefaultInitFlags = InitAsyncRead | InitPosixLocks | InitAtomicOTrunc |
 // kernel send security contexts with creating requests (Context.SecCtx);
 // unlike the others, a kernel that does not offer it fails INIT (EPROTO),
 // as in virtiofsd, rather than silently storing no labels.
+// InitPassthrough (Linux 6.9+, /dev/fuse only) lets the Server answer opens
+// with FOPEN_PASSTHROUGH when the FileSystem is a BackingFiler and the
+// transport a BackingReplier (see passthrough.go); the kernel ignores it
+// with the writeback cache, so negotiate drops it then.
 const optionalInitFlags = InitWritebackCache | InitPosixACL | InitExplicitInvalData |
 	InitNoOpenSupport | InitNoOpendirSupport | InitAllowIdmap |
-	InitHandleKillprivV2 | InitDirectIOAllowMmap | InitSecurityCtx
+	InitHandleKillprivV2 | InitDirectIOAllowMmap | InitSecurityCtx | InitPassthrough
+
+// passthroughStackDepth is fuse_init_out.max_stack_depth with
+// InitPassthrough: backing files may be on filesystems that stack on no
+// other (not overlayfs, not another passthrough FUSE mount: BACKING_OPEN
+// answers ELOOP for those and the Server serves their I/O itself). The
+// kernel gives the FUSE superblock this depth, so 1 still lets an overlay
+// use the mount as a layer.
+const passthroughStackDepth = 1
 
 // requiredInitFlags fail INIT with EPROTO when enabled but not offered.
 const requiredInitFlags = InitSecurityCtx
@@ -71,6 +83,10 @@ func (s *Server) negotiate(in *InitIn) (out InitOut, size int, cfg Config, errno
 	}
 	want := (DefaultInitFlags | s.opts.Enable&optionalInitFlags) &^ s.opts.Disable
 	enabled := offered & want
+	if enabled&InitWritebackCache != 0 {
+		// The kernel turns passthrough off with the writeback cache.
+		enabled &^= InitPassthrough
+	}
 	if enabled&InitInitExt == 0 {
 		// Without INIT_EXT there is no flags2 in the reply.
 		enabled &= 1<<32 - 1
@@ -92,6 +108,9 @@ func (s *Server) negotiate(in *InitIn) (out InitOut, size int, cfg Config, errno
 	out.TimeGran = 1
 	if enabled&InitMaxPages != 0 {
 		out.MaxPages = uint16(s.maxWrite / pageSize)
+	}
+	if enabled&InitPassthrough != 0 {
+		out.MaxStackDepth = passthroughStackDepth
 	}
 	if minor < 23 {
 		size = InitOutCompat22Size

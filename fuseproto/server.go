@@ -23,6 +23,7 @@ import (
 // errno; a panic in a FileSystem is recovered, logged and answered with EIO.
 type Server struct {
 	fs       FileSystem
+	bfs      BackingFiler // fs, if it is one
 	opts     Options
 	log      hclog.Logger
 	debug    bool
@@ -42,11 +43,15 @@ type Server struct {
 	// registered (a ring of the last few uniques).
 	early    [64]uint64
 	earlyPos int
+
+	// backing is the FUSE passthrough state (passthrough.go).
+	backing backingTable
 }
 
 // NewServer returns a Server for fs.
 func NewServer(fs FileSystem, opts Options) *Server {
 	s := &Server{fs: fs, opts: opts, intr: make(map[uint64]chan struct{})}
+	s.bfs, _ = fs.(BackingFiler)
 	s.log = opts.Logger
 	if s.log == nil {
 		s.log = hclog.NewNullLogger()
@@ -79,6 +84,7 @@ func (s *Server) BufferSize() int {
 // FUSE_DESTROY: the FileSystem drops every inode and handle.
 func (s *Server) Destroy() {
 	if s.cfg.Swap(nil) != nil {
+		s.backing.reset()
 		s.fs.Destroy()
 	}
 }
@@ -373,6 +379,7 @@ func (s *Server) doInit(st *request, body []byte) {
 		if s.cfg.Swap(&cfg) != nil {
 			// A new INIT starts a new session (virtio-fs: guest driver
 			// reloaded).
+			s.backing.reset()
 			s.fs.Destroy()
 		}
 		s.fs.Init(&cfg)
@@ -641,7 +648,9 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 		out := zero(&st.a.OpenOut)
 		var errno Errno
 		if st.hdr.Opcode == OpOpen {
-			errno = fs.Open(ctx, node, in, out)
+			if errno = fs.Open(ctx, node, in, out); errno == OK {
+				s.openBacking(st, cfg, node, out)
+			}
 		} else {
 			errno = fs.Opendir(ctx, node, in, out)
 		}
@@ -670,6 +679,9 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 				return
 			}
 			errno = fs.Tmpfile(ctx, node, in, e, o)
+		}
+		if errno == OK && e.NodeID != 0 {
+			s.openBacking(st, cfg, e.NodeID, o)
 		}
 		s.result(st, errno, func() {
 			s.attrToGuest(&e.Attr)
@@ -719,7 +731,9 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 			return
 		}
 		if st.hdr.Opcode == OpRelease {
-			s.simple(st, fs.Release(ctx, node, in))
+			errno := fs.Release(ctx, node, in)
+			s.releaseBacking(st, in.Fh)
+			s.simple(st, errno)
 		} else {
 			s.simple(st, fs.Releasedir(ctx, node, in))
 		}
@@ -888,6 +902,7 @@ func (s *Server) dispatch(st *request, cfg *Config, body []byte, payload WriteSo
 
 	case OpDestroy:
 		if s.cfg.Swap(nil) != nil {
+			s.backing.reset()
 			s.fs.Destroy()
 		}
 		s.replyOK(st, OutHeaderSize)

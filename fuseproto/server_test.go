@@ -170,6 +170,10 @@ func TestInitNegotiation(t *testing.T) {
 		{name: "7.19 kernel gets short reply", in: initIn(19), wantMajor: 7, wantMinor: 19, wantSize: 24},
 		{name: "writeback when asked", in: initIn(45), opts: Options{Enable: InitWritebackCache | InitPosixACL | InitAllowIdmap},
 			wantMajor: 7, wantMinor: 45, wantSize: 64, wantOn: InitWritebackCache | InitPosixACL | InitAllowIdmap},
+		{name: "passthrough when asked", in: initIn(45), opts: Options{Enable: InitPassthrough},
+			wantMajor: 7, wantMinor: 45, wantSize: 64, wantOn: InitPassthrough},
+		{name: "no passthrough with writeback", in: initIn(45), opts: Options{Enable: InitPassthrough | InitWritebackCache},
+			wantMajor: 7, wantMinor: 45, wantSize: 64, wantOn: InitWritebackCache, wantOff: InitPassthrough},
 		{name: "no readdirplus", in: initIn(45), opts: Options{Disable: InitDoReaddirplus | InitReaddirplusAuto},
 			wantMajor: 7, wantMinor: 45, wantSize: 64, wantOff: InitDoReaddirplus | InitReaddirplusAuto},
 		{name: "flags not offered stay off", in: &InitIn{Major: 7, Minor: 45, Flags: uint32(InitAsyncRead)},
@@ -215,6 +219,9 @@ func TestInitNegotiation(t *testing.T) {
 			}
 			if fs.cfg == nil || fs.cfg.Flags != got || fs.cfg.Minor != tc.wantMinor {
 				t.Errorf("FileSystem saw config %+v, reply flags %#x", fs.cfg, got)
+			}
+			if (got&InitPassthrough != 0) != (out.MaxStackDepth == passthroughStackDepth) {
+				t.Errorf("passthrough %v with max_stack_depth %d", got&InitPassthrough != 0, out.MaxStackDepth)
 			}
 			if tc.wantSize == 64 && (out.MaxWrite != DefaultMaxWrite || (got&InitMaxPages != 0) != (out.MaxPages == 256) || out.TimeGran != 1) {
 				t.Errorf("max_write %d max_pages %d time_gran %d", out.MaxWrite, out.MaxPages, out.TimeGran)

@@ -264,6 +264,36 @@ func (fs *FS) Write(ctx *fuseproto.Context, node uint64, in *fuseproto.WriteIn, 
 	return uint32(n), 0
 }
 
+// BackingFile implements fuseproto.BackingFiler: the descriptor of open
+// handle fh, which the /dev/fuse transport registers with the kernel for
+// FUSE passthrough, so that the kernel reads and writes the host file
+// itself and no READ or WRITE of fh reaches us. Every handle of an inode is
+// a descriptor of the same host inode, as the kernel requires of the opens
+// sharing a backing file. The descriptor stays open until Release.
+//
+// Set-user-ID and set-group-ID files are not passed through: the kernel
+// writes a backing file with the credentials of the daemon, whose
+// CAP_FSETID keeps those bits where a write by an unprivileged caller
+// must clear them, and answering READ and WRITE ourselves has the guest
+// kernel clear them (SETATTR) as it should. A file that becomes set-ID
+// while it is open passed through keeps that mode until its last handle
+// is released.
+func (fs *FS) BackingFile(fh uint64) (int, bool) {
+	h := fs.files.get(fh)
+	if h == nil {
+		return -1, false
+	}
+	defer fs.files.put(h)
+	if h.ino.typ != unix.S_IFREG {
+		return -1, false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(h.fd, &st); err != nil || st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return -1, false
+	}
+	return h.fd, true
+}
+
 // Flush is called on each close(2) in the guest: it releases the POSIX
 // locks of in.LockOwner on the file, and reports delayed write errors of
 // the host filesystem (such as NFS's) by closing a duplicate descriptor.

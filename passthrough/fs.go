@@ -52,7 +52,10 @@ type FS struct {
 	noHandles   map[uint64]bool
 }
 
-var _ fuseproto.FileSystem = (*FS)(nil)
+var (
+	_ fuseproto.FileSystem   = (*FS)(nil)
+	_ fuseproto.BackingFiler = (*FS)(nil)
+)
 
 // New opens the directory root (following symlinks in the path the
 // administrator gave) and returns a filesystem serving it.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/govirtiofs/govirtiofs/fuseproto"
 	"github.com/govirtiofs/govirtiofs/fuseproto/devfuse"
 	"github.com/govirtiofs/govirtiofs/internal/hostfs"
 	"github.com/govirtiofs/govirtiofs/internal/sandbox"
@@ -75,6 +77,11 @@ func (cfg *config) capabilities() ([]sandbox.Cap, error) {
 	if cfg.mountpoint != "" && cfg.sandbox != sandbox.Namespace {
 		need = append(need, unix.CAP_SYS_ADMIN)
 	}
+	if cfg.fusePassthrough {
+		// FUSE_DEV_IOC_BACKING_OPEN; passthroughUsable checked that
+		// --modcaps keeps it.
+		caps = append(caps, unix.CAP_SYS_ADMIN)
+	}
 	handles := cfg.overlay == nil && cfg.fileHandles != "never"
 	if handles {
 		// open_by_handle_at(2) needs it, as virtiofsd keeps it.
@@ -99,6 +106,49 @@ func (cfg *config) capabilities() ([]sandbox.Cap, error) {
 		}
 	}
 	return keep, nil
+}
+
+// passthroughUsable decides whether the /dev/fuse session uses FUSE
+// passthrough (see fuseproto/passthrough.go): with --mountpoint, a
+// filesystem that names its host files (not an overlay), a cache policy
+// that lets the guest cache (not never or metadata, whose FOPEN_DIRECT_IO
+// the kernel does not combine with passthrough), no writeback cache (the
+// kernel turns passthrough off with it) and no --no-fuse-passthrough. The
+// kernel registers backing files only for CAP_SYS_ADMIN in the initial
+// user namespace: a daemon without it (not root, --uid-map, or a namespace
+// sandbox started by a non-root user, whose root is a user namespace's;
+// --modcaps=-sys_admin) says so once at info level and serves READ and
+// WRITE itself. With it, the daemon keeps CAP_SYS_ADMIN in every sandbox,
+// as it does for an overlay with trusted xattrs; the seccomp filter still
+// refuses mount(2), pivot_root(2), setns(2) and unshare(2).
+func (cfg *config) passthroughUsable(fs fuseproto.FileSystem, log hclog.Logger) bool {
+	if _, ok := fs.(fuseproto.BackingFiler); !ok || cfg.mountpoint == "" || cfg.noFusePassthrough ||
+		cfg.writeback || cfg.cache.OpenFlags()&fuseproto.FopenDirectIO != 0 {
+		return false
+	}
+	why := ""
+	if _, dropped, err := sandbox.ModifyCaps([]sandbox.Cap{unix.CAP_SYS_ADMIN}, cfg.modcaps); err != nil || len(dropped) > 0 {
+		why = "--modcaps drops sys_admin"
+	} else if caps, err := sandbox.Effective(); err != nil || !slices.Contains(caps, unix.CAP_SYS_ADMIN) {
+		why = "no CAP_SYS_ADMIN"
+	} else if !inInitUserNamespace() {
+		why = "in a user namespace"
+	}
+	if why != "" {
+		log.Info("FUSE passthrough is off: the kernel allows it only with CAP_SYS_ADMIN in the initial user namespace; the daemon serves READ and WRITE itself", "reason", why)
+		return false
+	}
+	return true
+}
+
+// inInitUserNamespace reports whether the process is in the initial user
+// namespace, whose uid_map is the identity over all ids.
+func inInitUserNamespace() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	return slices.Equal(strings.Fields(string(b)), []string{"0", "0", "4294967295"})
 }
 
 // transport is what serve serves on: a vhost-user listener or a /dev/fuse

@@ -47,6 +47,10 @@ type config struct {
 	writeback         bool
 	posixACL          bool
 	noReaddirplus     bool
+	noFusePassthrough bool // --no-fuse-passthrough
+	// fusePassthrough: decided at start (passthroughUsable); INIT offers
+	// FUSE_PASSTHROUGH and the daemon keeps CAP_SYS_ADMIN for it.
+	fusePassthrough   bool
 	announceSubmounts bool
 	socketPath        string
 	socketGroup       string
@@ -106,7 +110,7 @@ var helpGroups = []struct {
 }{
 	{"Share", []string{"shared-dir", "overlay", "readonly", "announce-submounts", "no-announce-submounts", "inode-file-handles", "tag"}},
 	{"Transport (one of --socket-path, --fd, --mountpoint)", []string{"socket-path", "socket", "socket-group", "fd", "mountpoint", "request-queues", "queue-size", "keep-serving", "print-capabilities"}},
-	{"Cache and performance", []string{"cache", "allow-mmap", "writeback", "allow-direct-io", "no-readdirplus", "thread-pool-size", "preserve-noatime"}},
+	{"Cache and performance", []string{"cache", "allow-mmap", "writeback", "allow-direct-io", "no-readdirplus", "no-fuse-passthrough", "thread-pool-size", "preserve-noatime"}},
 	{"Security", []string{"sandbox", "seccomp", "modcaps", "rlimit-nofile", "xattr", "xattrmap", "posix-acl", "security-label", "killpriv-v2", "no-killpriv-v2"}},
 	{"Identity", []string{"translate-uid", "translate-gid", "uid-map", "gid-map"}},
 	{"Logging", []string{"log-level", "syslog"}},
@@ -204,6 +208,7 @@ func newFlagSet(cfg *config, overlayOpts *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.writeback, "writeback", false, "enable the guest's writeback cache [default: off]")
 	fs.BoolVar(&cfg.allowDirectIO, "allow-direct-io", false, "honour O_DIRECT from the guest on host files [default: off, dropped]")
 	fs.BoolVar(&cfg.noReaddirplus, "no-readdirplus", false, "disable READDIRPLUS [default: enabled]")
+	fs.BoolVar(&cfg.noFusePassthrough, "no-fuse-passthrough", false, "with --mountpoint, serve READ and WRITE in the daemon instead of letting the kernel do them on the host files (FUSE passthrough, Linux 6.9+; used with --cache auto or always, without --writeback, when the daemon runs as root outside a user namespace; it keeps CAP_SYS_ADMIN for it) [default: passthrough where possible]")
 	fs.Func("thread-pool-size", "`number` of request workers kept ready; more start while requests block. 0, as in virtiofsd, serves each virtio request queue on its own thread without a pool (4 readers on /dev/fuse) [default: 0]", func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {

@@ -81,6 +81,7 @@ func TestVirtiofsdOptions(t *testing.T) {
 		{name: "--cache none is legacy only", args: append(base, "--cache", "none"), wantErr: `invalid value "none" for flag --cache: want never, metadata, auto or always`},
 		{name: "--allow-mmap", args: append(base, "--cache=never", "--allow-mmap"), want: with(func(c *config) { c.cache, c.allowMmap = passthrough.CacheNever, true })},
 		{name: "--no-readdirplus", args: append(base, "--no-readdirplus"), want: with(func(c *config) { c.noReaddirplus = true })},
+		{name: "--no-fuse-passthrough", args: append(base, "--no-fuse-passthrough"), want: with(func(c *config) { c.noFusePassthrough = true })},
 		{name: "--writeback", args: append(base, "--writeback"), want: with(func(c *config) { c.writeback = true })},
 		{name: "--allow-direct-io", args: append(base, "--allow-direct-io"), want: with(func(c *config) { c.allowDirectIO = true })},
 		{name: "--print-capabilities alone", args: []string{"--print-capabilities"}, want: func() config {

@@ -83,6 +83,9 @@ func serverOptions(cfg *config, log hclog.Logger) fuseproto.Options {
 	if cfg.noReaddirplus {
 		opts.Disable |= fuseproto.InitDoReaddirplus | fuseproto.InitReaddirplusAuto
 	}
+	if cfg.fusePassthrough {
+		opts.Enable |= fuseproto.InitPassthrough
+	}
 	if cfg.killprivV2 {
 		opts.Enable |= fuseproto.InitHandleKillprivV2
 	}
@@ -231,6 +234,7 @@ func serve(cfg *config, stderr io.Writer, ready func(error)) int {
 		return fail(err)
 	}
 	defer fs.Close()
+	cfg.fusePassthrough = cfg.passthroughUsable(fs, log)
 	srv := fuseproto.NewServer(fs, serverOptions(cfg, log))
 
 	var t *transport

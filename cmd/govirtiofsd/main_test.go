@@ -194,6 +194,14 @@ func TestServerOptions(t *testing.T) {
 			t.Fatalf("%q: %v", tc.args, err)
 		}
 		o := serverOptions(&cfg, hclog.NewNullLogger())
+		if o.Enable&fuseproto.InitPassthrough != 0 {
+			t.Errorf("%q: INIT offers passthrough before the daemon decided it may use it", tc.args)
+		}
+		cfg.fusePassthrough = true
+		if p := serverOptions(&cfg, hclog.NewNullLogger()); p.Enable != o.Enable|fuseproto.InitPassthrough {
+			t.Errorf("%q: with passthrough enable %#x, want %#x", tc.args, p.Enable, o.Enable|fuseproto.InitPassthrough)
+		}
+		cfg.fusePassthrough = false
 		if o.Enable != tc.enable || o.Disable != tc.disable || o.MaxWrite != fuseproto.DefaultMaxWrite {
 			t.Errorf("%q: enable %#x disable %#x, want %#x and %#x", tc.args, o.Enable, o.Disable, tc.enable, tc.disable)
 		}

@@ -283,7 +283,7 @@ var daemonOptions = map[string]bool{
 	"allow-direct-io": true, "writeback": true, "posix-acl": true, "no-readdirplus": true,
 	"announce-submounts": true, "sandbox": true, "seccomp": true, "modcaps": true, "rlimit-nofile": true,
 	"translate-uid": true, "translate-gid": true, "xattrmap": true, "killpriv-v2": true, "allow-mmap": true,
-	"security-label": true, "preserve-noatime": true, "inode-file-handles": true,
+	"security-label": true, "preserve-noatime": true, "inode-file-handles": true, "no-fuse-passthrough": true,
 }
 
 // mountOption applies one -o option: an overlay option is appended to ovl,

@@ -76,20 +76,27 @@ func TestSandboxModes(t *testing.T) {
 		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP, unix.CAP_DAC_READ_SEARCH)
 	withAdmin := capMask(unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
 		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP, unix.CAP_DAC_READ_SEARCH, unix.CAP_SYS_ADMIN)
+	// FUSE passthrough (the default on /dev/fuse as root) keeps
+	// CAP_SYS_ADMIN in the namespace sandbox too.
+	plainAdmin := capMask(unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
+		unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD, unix.CAP_SETFCAP, unix.CAP_SYS_ADMIN)
 	for _, tc := range []struct {
 		sandbox, seccomp string
 		handles          string
 		caps             string
 		seccompMode      string
+		extra            []string
 	}{
-		{"namespace", "kill", "prefer", want, "2"},
-		{"namespace", "kill", "never", plain, "2"},
-		{"chroot", "kill", "prefer", withAdmin, "2"},
-		{"none", "none", "prefer", withAdmin, "0"},
-		{"namespace", "log", "prefer", want, "2"},
+		{"namespace", "kill", "prefer", withAdmin, "2", nil},
+		{"namespace", "kill", "never", plainAdmin, "2", nil},
+		{"namespace", "kill", "never", plain, "2", []string{"--no-fuse-passthrough"}},
+		{"namespace", "kill", "prefer", want, "2", []string{"--no-fuse-passthrough"}},
+		{"chroot", "kill", "prefer", withAdmin, "2", nil},
+		{"none", "none", "prefer", withAdmin, "0", nil},
+		{"namespace", "log", "prefer", withAdmin, "2", nil},
 	} {
-		t.Run(tc.sandbox+"-"+tc.seccomp+"-"+tc.handles, func(t *testing.T) {
-			d, shared, mnt := startDaemon(t, bin, "--sandbox", tc.sandbox, "--seccomp", tc.seccomp, "--xattr", "--inode-file-handles="+tc.handles)
+		t.Run(strings.Join(append([]string{tc.sandbox, tc.seccomp, tc.handles}, tc.extra...), "-"), func(t *testing.T) {
+			d, shared, mnt := startDaemon(t, bin, append([]string{"--sandbox", tc.sandbox, "--seccomp", tc.seccomp, "--xattr", "--inode-file-handles=" + tc.handles}, tc.extra...)...)
 			if err := os.WriteFile(filepath.Join(shared, "host-file"), []byte("from the host"), 0o644); err != nil {
 				t.Fatal(err)
 			}

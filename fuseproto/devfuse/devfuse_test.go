@@ -63,6 +63,7 @@ func readFile(path string) ([]byte, error) {
 // served is a mount being served by a test.
 type served struct {
 	s    *Session
+	srv  *fuseproto.Server
 	mnt  string
 	done chan error // Serve's result
 }
@@ -84,8 +85,8 @@ func serveTestWith(t *testing.T, fs fuseproto.FileSystem, threads int, mopts Mou
 	if err != nil {
 		t.Fatalf("Mount: %v", err)
 	}
-	sv := &served{s: s, mnt: s.Path(), done: make(chan error, 1)}
 	srv := fuseproto.NewServer(fs, sopts)
+	sv := &served{s: s, srv: srv, mnt: s.Path(), done: make(chan error, 1)}
 	go func() { sv.done <- s.Serve(srv, threads) }()
 	t.Cleanup(func() {
 		if err := s.Unmount(); err != nil {
