@@ -43,9 +43,17 @@ fuzz-smoke:
 		xattrmap:FuzzParse xattrmap:FuzzListToGuest fuseproto:FuzzXattrMapHandle; do \
 		$(GO) test -run XXX -fuzz "^$${t#*:}$$" -fuzztime 30s "./$${t%%:*}" || exit 1; done
 
-## bench: Go benchmarks of the hot paths.
-bench:
-	$(GO) test -run XXX -bench . -benchmem $(PKGS)
+## bench: govirtiofsd against the Rust and C virtiofsd (scripts/bench.sh):
+## Go microbenchmarks, the vufs-load host-side load generator, the host
+## /dev/fuse benchmark against go-fuse's loopback, and the QEMU guest
+## benchmark. Tables go to bin/bench-*.md. BENCH_PARTS=micro,load,host,guest
+## and BENCH_ROUNDS=N select; the guest part takes the longest (about an
+## hour for 3 rounds).
+bench: build
+	@scripts/deps.sh
+	@qemu-tests/setup.sh
+	@qemu-tests/setup-virtiofsd-rust.sh
+	@scripts/bench.sh
 
 ## install: the daemon into $(PREFIX)/libexec, its vhost-user descriptor for
 ## libvirt into /usr/share/qemu/vhost-user, and the helper mount(8) runs
