@@ -9,7 +9,7 @@
 #          Rust virtiofsd 1.13 and the C virtiofsd, driven at full speed
 #          through their vhost-user sockets, alternating, 1 and 4 request
 #          queues; then one request at a time with think time (--gap), as
-#          a TCG guest issues them                    -> bin/bench-load.md
+#          a TCG guest issues them; then nearly idle  -> bin/bench-load.md
 #   host   scripts/bench-host.sh: the /dev/fuse mount against native and
 #          go-fuse's loopback                         -> bin/bench-host.md
 #   guest  qemu-tests BenchmarkGuest: QEMU guests (6.1 on QEMU 7.2, 6.12 on
@@ -76,6 +76,11 @@ if want load; then
 		echo
 		bin/vufs-load --dir-base "$base" --rounds "$rounds" --duration 3s --queues 1 --threads 1 --depth 1 --gap 200us \
 			--mix lookup-getattr,read-4k-rand,write-4k-rand,create-cycle --reference virtiofsd-rust "${daemons[@]}"
+		echo
+		echo "### Nearly idle: two requests a second (what an idle VM costs; CPU is counted in 10 ms ticks)"
+		echo
+		bin/vufs-load --dir-base "$base" --rounds "$rounds" --duration 10s --queues 1 --threads 1 --depth 1 --gap 500ms \
+			--mix read-4k-rand --reference virtiofsd-rust "${daemons[@]}"
 	} | tee bin/bench-load.md
 fi
 

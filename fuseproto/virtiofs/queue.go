@@ -114,15 +114,7 @@ func (r *runner) loop() {
 		if len(fds) > 1 {
 			fds[1].Revents = 0
 		}
-		err := rawPoll(fds, timeout)
-		for err == unix.EINTR {
-			// The runtime interrupted the wait to preempt this
-			// goroutine (a GC, or its 10 ms slice): yield, then wait
-			// again without draining, which would write avail_event
-			// (and log it while migrating) for nothing.
-			runtime.Gosched()
-			err = rawPoll(fds, timeout)
-		}
+		err := r.wait(fds, timeout)
 		if err != nil {
 			r.d.log.Error("polling the kick eventfd failed; queue stopped", "queue", r.index, "error", err)
 			broken = true
@@ -243,15 +235,53 @@ func (r *runner) mayBlock(c *virtqueue.Chain) bool {
 	return fuseproto.Opcode(binary.LittleEndian.Uint32(hdr[4:])) == fuseproto.OpSetlkw
 }
 
-// rawPoll is poll(2) without telling the Go scheduler about the system
-// call: the queue goroutine keeps its P (and OS thread) while it waits for
-// a kick, as a virtiofsd queue thread does. A scheduler-aware poll cost
-// more CPU than the request itself when requests come one at a time: every
-// return from it woke the runtime's monitor thread (sysmon), which then
-// ticked every 20 µs. The runtime still preempts the goroutine (its signal
-// interrupts the poll with EINTR, returned here); Device raises GOMAXPROCS
-// so that waiting queues do not starve the other goroutines.
-func rawPoll(fds []unix.PollFd, timeout int) error {
+// rawWindow is how long a queue goroutine waits for the next kick without
+// telling the Go scheduler (rawPoll) before it waits the ordinary way.
+const rawWindow = 4 * time.Millisecond
+
+// wait waits for fds (timeout in ms, -1 for ever) in two steps. For up to
+// rawWindow after the last request it waits in rawPoll, keeping its P: a
+// scheduler-aware poll cost more CPU than the request itself when
+// requests come one at a time, since every return from it woke the
+// runtime's monitor thread (sysmon), which then ticked every 20 µs. Then,
+// the queue being idle, it waits in an ordinary poll that gives the P
+// back, so an idle daemon takes no wake-ups at all (a goroutine left in
+// rawPoll would be preempted by the runtime every 10 ms). The window is
+// shorter than the runtime's 10 ms preemption slice, so waiting in it is
+// rarely interrupted; when it is (EINTR), the goroutine yields and waits
+// again without draining, which would write avail_event (and log it while
+// migrating) for nothing.
+func (r *runner) wait(fds []unix.PollFd, timeout int) error {
+	raw := int(rawWindow / time.Millisecond)
+	if timeout >= 0 && timeout < raw {
+		raw = timeout
+	}
+	for {
+		n, err := rawPoll(fds, raw)
+		if err == unix.EINTR {
+			runtime.Gosched()
+			continue
+		}
+		if err != nil || n > 0 || raw == timeout {
+			return err
+		}
+		break
+	}
+	for {
+		_, err := unix.Poll(fds, timeout)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// rawPoll is ppoll(2) without telling the Go scheduler about the system
+// call: the goroutine keeps its P (and OS thread) while it waits, as a
+// virtiofsd queue thread does. The runtime can still preempt it: its
+// signal interrupts the wait with EINTR, returned here. Device raises
+// GOMAXPROCS by one per started queue so that queues waiting here do not
+// starve the other goroutines. It returns the number of ready fds.
+func rawPoll(fds []unix.PollFd, timeout int) (int, error) {
 	var ts *unix.Timespec // nil: wait for ever
 	var t unix.Timespec
 	if timeout >= 0 {
@@ -260,9 +290,9 @@ func rawPoll(fds []unix.PollFd, timeout int) error {
 	}
 	// ppoll, not poll: the seccomp allow-list has ppoll (poll does not
 	// exist on arm64).
-	_, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)), uintptr(unsafe.Pointer(ts)), 0, 0, 0)
+	n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)), uintptr(unsafe.Pointer(ts)), 0, 0, 0)
 	if e != 0 {
-		return e
+		return 0, e
 	}
-	return nil
+	return int(n), nil
 }
