@@ -47,7 +47,6 @@ package qemutests
 //	GOVIRTIOFS_CACHE setup.sh's cache folder
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -585,41 +584,9 @@ func (br *benchBoot) run(b *testing.B) *benchBootResult {
 		b.Fatal(err)
 	}
 	defer clog.Close()
-	qargv := g.qemuArgv()
-	fmt.Fprintf(clog, "# %s\n", shellJoin(qargv))
-	qemu := exec.Command(qargv[0], qargv[1:]...)
-	qemu.Env = append(os.Environ(), g.qemuEnv...)
-	stdin, err := qemu.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	qemu.Stdout, qemu.Stderr = pw, pw
-	qemu.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	start := time.Now()
-	if err := qemu.Start(); err != nil {
-		b.Fatalf("starting QEMU: %v", err)
-	}
-	pw.Close()
-	qemuRunning := true
-	defer func() {
-		if qemuRunning {
-			syscall.Kill(-qemu.Process.Pid, syscall.SIGKILL)
-			qemu.Wait()
-		}
-	}()
-	lines := make(chan string, 64)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	qemu := g.startQEMU(b, clog, true)
+	defer qemu.stop()
+	lines, start, stdin := qemu.lines, qemu.start, qemu.stdin
 
 	pid := daemon.Process.Pid
 	var cpu0 float64
@@ -718,13 +685,9 @@ follow:
 		}
 	}
 	if res.failure != "" {
-		syscall.Kill(-qemu.Process.Pid, syscall.SIGKILL)
-		for range lines {
-		}
+		qemu.kill()
 	}
-	qerr := qemu.Wait()
-	qemuRunning = false
-	pr.Close()
+	qerr := qemu.wait()
 	fmt.Fprintf(clog, "# QEMU exited after %.2fs: %v\n", time.Since(start).Seconds(), qerr)
 	if res.failure == "" && !done {
 		res.failure = fmt.Sprintf("the guest stopped before GUESTDONE (QEMU: %v); see %s", qerr, clog.Name())

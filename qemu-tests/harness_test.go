@@ -557,38 +557,9 @@ func (g *guestRun) runOnce(t *testing.T) *bootResult {
 		t.Fatal(err)
 	}
 	defer clog.Close()
-	qargv := g.qemuArgv()
-	fmt.Fprintf(clog, "# %s\n", shellJoin(qargv))
-	qemu := exec.Command(qargv[0], qargv[1:]...)
-	qemu.Env = append(os.Environ(), g.qemuEnv...)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	qemu.Stdout, qemu.Stderr = pw, pw
-	qemu.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	start := time.Now()
-	if err := qemu.Start(); err != nil {
-		t.Fatalf("starting QEMU: %v", err)
-	}
-	pw.Close()
-	qemuRunning := true
-	defer func() {
-		if qemuRunning {
-			syscall.Kill(-qemu.Process.Pid, syscall.SIGKILL)
-			qemu.Wait()
-		}
-	}()
-
-	lines := make(chan string, 64)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
+	qemu := g.startQEMU(t, clog, false)
+	defer qemu.stop()
+	lines, start := qemu.lines, qemu.start
 
 	total := time.NewTimer(g.timeout)
 	defer total.Stop()
@@ -620,13 +591,9 @@ follow:
 		}
 	}
 	if res.failure != "" {
-		syscall.Kill(-qemu.Process.Pid, syscall.SIGKILL)
-		for range lines {
-		}
+		qemu.kill()
 	}
-	qerr := qemu.Wait()
-	qemuRunning = false
-	pr.Close()
+	qerr := qemu.wait()
 	res.qemuExit = time.Since(start)
 	res.consoleTail = recent
 	if res.failure == "" && qerr != nil {
@@ -773,4 +740,81 @@ func envDuration(t *testing.T, key string, def time.Duration) time.Duration {
 		t.Fatalf("%s=%q: want a number of seconds", key, v)
 	}
 	return time.Duration(s * float64(time.Second))
+}
+
+// qemuProc is a running QEMU of a guestRun, in its own process group, its
+// console (stdout and stderr) arriving line by line.
+type qemuProc struct {
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser // the serial console's input, if asked for
+	lines   <-chan string  // closed when the console ends
+	start   time.Time
+	console *os.File
+	waited  bool
+}
+
+// startQEMU logs g's QEMU command line to clog and starts it; withStdin
+// also gives a pipe to the console's input. tb fails if it cannot. The
+// caller defers stop.
+func (g *guestRun) startQEMU(tb testing.TB, clog io.Writer, withStdin bool) *qemuProc {
+	tb.Helper()
+	argv := g.qemuArgv()
+	fmt.Fprintf(clog, "# %s\n", shellJoin(argv))
+	q := &qemuProc{cmd: exec.Command(argv[0], argv[1:]...)}
+	q.cmd.Env = append(os.Environ(), g.qemuEnv...)
+	if withStdin {
+		in, err := q.cmd.StdinPipe()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		q.stdin = in
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	q.cmd.Stdout, q.cmd.Stderr = pw, pw
+	q.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	q.start = time.Now()
+	if err := q.cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		tb.Fatalf("starting QEMU: %v", err)
+	}
+	pw.Close()
+	q.console = pr
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	q.lines = lines
+	return q
+}
+
+// kill kills QEMU's process group and drains its console.
+func (q *qemuProc) kill() {
+	syscall.Kill(-q.cmd.Process.Pid, syscall.SIGKILL)
+	for range q.lines {
+	}
+}
+
+// wait waits for QEMU to exit and closes its console.
+func (q *qemuProc) wait() error {
+	err := q.cmd.Wait()
+	q.waited = true
+	q.console.Close()
+	return err
+}
+
+// stop kills QEMU if it was not waited for.
+func (q *qemuProc) stop() {
+	if !q.waited {
+		syscall.Kill(-q.cmd.Process.Pid, syscall.SIGKILL)
+		q.wait()
+	}
 }
