@@ -376,6 +376,13 @@ func (cfg *config) mountSource() string {
 func serveVhostUser(cfg *config, l *net.UnixListener, srv *fuseproto.Server, state virtiofs.State, log hclog.Logger, sigs <-chan os.Signal, fail func(error) int, ready func(error)) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Logged before the listener accepts: the line is the signal that a
+	// front-end may connect (Kata waits for it), and a short session's
+	// "front-end disconnected" must not come before it.
+	k, v := cfg.what()
+	log.Info("Waiting for vhost-user socket connection...", "socket", l.Addr().String(), k, v,
+		"cache", cfg.cache.String(), "request-queues", cfg.requestQueues,
+		"sandbox", cfg.sandbox.String(), "seccomp", cfg.seccomp.String())
 	done := make(chan error, 1)
 	go func() {
 		done <- virtiofs.ListenAndServe(ctx, l, srv, virtiofs.Options{
@@ -389,10 +396,6 @@ func serveVhostUser(cfg *config, l *net.UnixListener, srv *fuseproto.Server, sta
 			Logger:         log.Named("virtiofs"),
 		})
 	}()
-	k, v := cfg.what()
-	log.Info("Waiting for vhost-user socket connection...", "socket", l.Addr().String(), k, v,
-		"cache", cfg.cache.String(), "request-queues", cfg.requestQueues,
-		"sandbox", cfg.sandbox.String(), "seccomp", cfg.seccomp.String())
 	if ready != nil {
 		ready(nil)
 	}
