@@ -207,7 +207,7 @@ func newFlagSet(cfg *config, overlayOpts *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.allowMmap, "allow-mmap", false, "with --cache never or metadata, let the guest mmap files shared (FUSE_DIRECT_IO_ALLOW_MMAP); only when the guest has the directory to itself [default: off]")
 	fs.BoolVar(&cfg.writeback, "writeback", false, "enable the guest's writeback cache [default: off]")
 	fs.BoolVar(&cfg.allowDirectIO, "allow-direct-io", false, "honour O_DIRECT from the guest on host files [default: off, dropped]")
-	fs.BoolVar(&cfg.noReaddirplus, "no-readdirplus", false, "disable READDIRPLUS [default: enabled]")
+	fs.BoolVar(&cfg.noReaddirplus, "no-readdirplus", false, "disable READDIRPLUS [default: enabled, except with --cache never]")
 	fs.BoolVar(&cfg.noFusePassthrough, "no-fuse-passthrough", false, "with --mountpoint, serve READ and WRITE in the daemon instead of letting the kernel do them on the host files (FUSE passthrough, Linux 6.9+; used with --cache auto or always, without --writeback, when the daemon runs as root outside a user namespace; it keeps CAP_SYS_ADMIN for it) [default: passthrough where possible]")
 	fs.Func("thread-pool-size", "`number` of request workers kept ready; more start while requests block. 0, as in virtiofsd, serves each virtio request queue on its own thread without a pool (4 readers on /dev/fuse) [default: 0]", func(s string) error {
 		n, err := strconv.Atoi(s)

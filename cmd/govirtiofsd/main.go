@@ -80,7 +80,10 @@ func serverOptions(cfg *config, log hclog.Logger) fuseproto.Options {
 	if cfg.posixACL {
 		opts.Enable |= fuseproto.InitPosixACL
 	}
-	if cfg.noReaddirplus {
+	// Under --cache never the attributes a READDIRPLUS reply carries
+	// expire at once, so the guest would LOOKUP every entry again:
+	// virtiofsd turns READDIRPLUS off for that policy, and so do we.
+	if cfg.noReaddirplus || cfg.cache == passthrough.CacheNever {
 		opts.Disable |= fuseproto.InitDoReaddirplus | fuseproto.InitReaddirplusAuto
 	}
 	if cfg.fusePassthrough {

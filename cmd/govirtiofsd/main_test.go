@@ -187,6 +187,9 @@ func TestServerOptions(t *testing.T) {
 			enable: idmap | fuseproto.InitHandleKillprivV2 | fuseproto.InitDirectIOAllowMmap | fuseproto.InitSecurityCtx},
 		{args: []string{"-o", "no_flock,no_posix_lock"}, enable: idmap, disable: fuseproto.InitFlockLocks | fuseproto.InitPosixLocks},
 		{args: []string{"-o", "flock,posix_lock"}, enable: idmap},
+		{args: []string{"--cache", "never"}, mount: []string{"-o", "cache=never"},
+			enable: idmap, disable: fuseproto.InitDoReaddirplus | fuseproto.InitReaddirplusAuto},
+		{args: []string{"--cache", "metadata"}, enable: idmap},
 		{args: []string{"--translate-uid", "map:0:1000:1"}, enable: 0},
 	} {
 		cfg, err := parseFlags(append([]string{"--shared-dir=/s", "--mountpoint=/m"}, tc.args...))
