@@ -85,21 +85,57 @@ func New(root string, opts Options) (*FS, error) {
 		}
 		return nil, fmt.Errorf("passthrough: open shared directory %q: %w", root, err)
 	}
-	var st unix.Statx_t
-	if err := hostfs.Statx(rootFd, &st); err != nil {
-		unix.Close(rootFd)
-		return nil, fmt.Errorf("passthrough: stat shared directory %q: %w", root, err)
-	}
 	procFd, err := unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		unix.Close(rootFd)
 		return nil, fmt.Errorf("passthrough: open /proc/self/fd (is /proc mounted?): %w", err)
 	}
+	return build(root, rootFd, procFd, opts, nil)
+}
+
+// Clone returns a filesystem over the same shared directory, with the same
+// options and inode and handle tables of its own, for another FUSE
+// session (the stream transport serves one per connection). It opens no
+// path, so it works in the sandbox. The clone is closed on its own.
+func (fs *FS) Clone() (*FS, error) {
+	root := fs.inodes.rootInode()
+	if root == nil {
+		return nil, errors.New("passthrough: Clone of a closed filesystem")
+	}
+	rootFd, err := unix.FcntlInt(uintptr(root.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("passthrough: clone: dup of the shared directory: %w", err)
+	}
+	procFd, err := unix.FcntlInt(uintptr(fs.procFd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(rootFd)
+		return nil, fmt.Errorf("passthrough: clone: dup of /proc/self/fd: %w", err)
+	}
+	opts := fs.opts
+	opts.InodeFileHandles = fs.FileHandles()
+	// The credential switcher is shared: it holds the daemon's own ids,
+	// which the sandbox's seccomp filter no longer lets it ask for.
+	return build("(clone)", rootFd, procFd, opts, fs.creds)
+}
+
+// build makes the filesystem over the shared directory rootFd (named root
+// in errors), taking both descriptors, which it closes on failure; creds,
+// if not nil, is the credential switcher to use.
+func build(root string, rootFd, procFd int, opts Options, creds *hostfs.Switcher) (*FS, error) {
+	var st unix.Statx_t
+	if err := hostfs.Statx(rootFd, &st); err != nil {
+		unix.Close(rootFd)
+		unix.Close(procFd)
+		return nil, fmt.Errorf("passthrough: stat shared directory %q: %w", root, err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	creds, err := hostfs.NewSwitcher(log)
+	var err error
+	if creds == nil {
+		creds, err = hostfs.NewSwitcher(log)
+	}
 	if err != nil {
 		unix.Close(rootFd)
 		unix.Close(procFd)

@@ -363,6 +363,13 @@ func (t *inodeTable) forgetAll() {
 	}
 }
 
+// rootInode returns the root inode, or nil once closed.
+func (t *inodeTable) rootInode() *inode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.root
+}
+
 // closeRoot removes the root, so that later requests get EBADF, and closes
 // it once no request uses it.
 func (t *inodeTable) closeRoot() {

@@ -157,10 +157,18 @@ type transport struct {
 	listener *net.UnixListener
 	cleanup  func()
 	session  *devfuse.Session
+	stream   *streamListener // --listen, --vsock-port
 }
 
 // openTransport makes the transport in the daemon's own namespaces.
 func openTransport(cfg *config, log hclog.Logger) (*transport, error) {
+	if cfg.listen.network != "" {
+		l, err := listenStream(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &transport{stream: l, cleanup: l.cleanup}, nil
+	}
 	if cfg.mountpoint == "" {
 		l, cleanup, err := listen(cfg)
 		if err != nil {
@@ -196,6 +204,13 @@ func inheritedTransport(cfg *config, log hclog.Logger) (*transport, error) {
 	syscall.CloseOnExec(fd)
 	if cfg.mountpoint != "" {
 		return &transport{session: devfuse.Attach(fd, cfg.mountpoint, mountOptions(cfg, log))}, nil
+	}
+	if cfg.listen.network != "" {
+		l, err := inheritedStream(os.NewFile(uintptr(fd), "stream-socket"), cfg.listen.network)
+		if err != nil {
+			return nil, err
+		}
+		return &transport{stream: l, cleanup: l.cleanup}, nil
 	}
 	f := os.NewFile(uintptr(fd), "vhost-user-socket")
 	defer f.Close()
@@ -333,9 +348,12 @@ func runSandboxParent(cfg *config, stderr io.Writer, log hclog.Logger, ready fun
 	}
 	defer t.close()
 	var tf *os.File
-	if t.listener != nil {
+	switch {
+	case t.stream != nil:
+		tf, err = t.stream.file()
+	case t.listener != nil:
 		tf, err = t.listener.File()
-	} else {
+	default:
 		tf, err = dupFile(t.session.Fd(), "fuse")
 	}
 	if err != nil {

@@ -53,6 +53,7 @@ type config struct {
 	fusePassthrough   bool
 	announceSubmounts bool
 	socketPath        string
+	listen            streamAddr // --listen, --vsock-port: the stream transport
 	socketGroup       string
 	fd                int // -1: none
 	tag               string
@@ -109,7 +110,7 @@ var helpGroups = []struct {
 	flags []string
 }{
 	{"Share", []string{"shared-dir", "overlay", "readonly", "announce-submounts", "no-announce-submounts", "inode-file-handles", "tag"}},
-	{"Transport (one of --socket-path, --fd, --mountpoint)", []string{"socket-path", "socket", "socket-group", "fd", "mountpoint", "request-queues", "queue-size", "keep-serving", "print-capabilities"}},
+	{"Transport (one of --socket-path, --fd, --mountpoint, --listen, --vsock-port)", []string{"socket-path", "socket", "socket-group", "fd", "mountpoint", "listen", "vsock-port", "request-queues", "queue-size", "keep-serving", "print-capabilities"}},
 	{"Cache and performance", []string{"cache", "allow-mmap", "writeback", "allow-direct-io", "no-readdirplus", "no-fuse-passthrough", "thread-pool-size", "preserve-noatime"}},
 	{"Security", []string{"sandbox", "seccomp", "modcaps", "rlimit-nofile", "xattr", "xattrmap", "posix-acl", "security-label", "killpriv-v2", "no-killpriv-v2"}},
 	{"Identity", []string{"translate-uid", "translate-gid", "uid-map", "gid-map"}},
@@ -176,6 +177,22 @@ func newFlagSet(cfg *config, overlayOpts *string) *flag.FlagSet {
 		return nil
 	})
 	fs.StringVar(&cfg.mountpoint, "mountpoint", "", "serve the share on this host `directory` over /dev/fuse instead [default: none]")
+	fs.Func("listen", "serve FUSE sessions over a stream, for govirtiofs-guest: `address` unix:PATH (the socket Firecracker and Cloud Hypervisor connect a guest's vsock port to, or a QEMU virtio-serial chardev) or vsock:PORT [default: none]", func(s string) error {
+		a, err := parseStreamAddr(s)
+		if err != nil {
+			return err
+		}
+		cfg.listen = a
+		return nil
+	})
+	fs.Func("vsock-port", "serve FUSE sessions over AF_VSOCK on this `port`, for govirtiofs-guest; the same as --listen vsock:PORT [default: none]", func(s string) error {
+		a, err := parseStreamAddr("vsock:" + s)
+		if err != nil {
+			return err
+		}
+		cfg.listen = a
+		return nil
+	})
 	fs.Func("request-queues", "`number` of virtio-fs request queues offered, 1 to "+strconv.Itoa(virtiofs.MaxRequestQueues)+" [default: "+strconv.Itoa(defaultRequestQueues)+"]", func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > virtiofs.MaxRequestQueues {
@@ -480,11 +497,11 @@ func parseFlags(args []string) (config, error) {
 	case cfg.sharedDir == "" && !overlaySet:
 		return cfg, errors.New("--shared-dir (or -o source=) or --overlay is required")
 	case transports(&cfg) == 0:
-		return cfg, errors.New("one of --socket-path, --fd or --mountpoint is required")
+		return cfg, errors.New("one of --socket-path, --fd, --mountpoint or --listen is required")
 	case transports(&cfg) > 1:
-		return cfg, errors.New("--socket-path, --fd and --mountpoint exclude each other")
-	case cfg.socketGroup != "" && cfg.socketPath == "":
-		return cfg, errors.New("--socket-group applies only to --socket-path")
+		return cfg, errors.New("--socket-path, --fd, --mountpoint and --listen (--vsock-port) exclude each other")
+	case cfg.socketGroup != "" && cfg.socketPath == "" && cfg.listen.network != "unix":
+		return cfg, errors.New("--socket-group applies only to --socket-path and --listen unix:PATH")
 	}
 	if overlaySet {
 		oc, err := overlay.ParseConfig(overlayOpts)
@@ -562,7 +579,7 @@ func (cfg *config) readers() int {
 // transports counts the transports the command line names.
 func transports(cfg *config) int {
 	n := 0
-	for _, set := range []bool{cfg.socketPath != "", cfg.fd >= 0, cfg.mountpoint != ""} {
+	for _, set := range []bool{cfg.socketPath != "", cfg.fd >= 0, cfg.mountpoint != "", cfg.listen.network != ""} {
 		if set {
 			n++
 		}
@@ -595,7 +612,7 @@ func doubleDash(msg string) string {
 func usage(w io.Writer) {
 	var cfg config
 	fs := newFlagSet(&cfg, nil)
-	fmt.Fprintf(w, "usage: %s (--shared-dir DIR | --overlay OVERLAY-OPTIONS) (--socket-path SOCK | --fd N | --mountpoint MNT) [options]\n", progName)
+	fmt.Fprintf(w, "usage: %s (--shared-dir DIR | --overlay OVERLAY-OPTIONS) (--socket-path SOCK | --fd N | --mountpoint MNT | --listen unix:PATH | --vsock-port PORT) [options]\n", progName)
 	fmt.Fprintf(w, "       %s --print-capabilities\n", progName)
 	fmt.Fprintf(w, "       %s SOURCE MOUNTPOINT [-o OPTIONS]... [-f]    (mount(8)'s convention; see the end)\n\n", progName)
 	fmt.Fprintf(w, "Shares DIR, or the union of overlay layers, with a VM as a vhost-user-fs\nbackend on SOCK (or the listening socket N), or on the host mount point MNT\nover /dev/fuse. Options follow virtiofsd's: --opt VALUE or --opt=VALUE.\n")

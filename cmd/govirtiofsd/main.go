@@ -49,7 +49,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -258,6 +258,9 @@ func serve(cfg *config, stderr io.Writer, ready func(error)) int {
 	if err := confine(cfg, t, log); err != nil {
 		return fail(err)
 	}
+	if t.stream != nil {
+		return serveStream(cfg, t.stream, fs, log, sigs, fail, ready)
+	}
 	if t.session == nil {
 		var state virtiofs.State
 		if _, ok := fs.(fuseproto.Migrator); ok {
@@ -443,49 +446,7 @@ func listen(cfg *config) (*net.UnixListener, func(), error) {
 		}
 		return ul, func() { ul.Close() }, nil
 	}
-	gid := -1
-	if cfg.socketGroup != "" {
-		g, err := user.LookupGroup(cfg.socketGroup)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--socket-group: %w", err)
-		}
-		if gid, err = strconv.Atoi(g.Gid); err != nil {
-			return nil, nil, fmt.Errorf("--socket-group %s: gid %q", cfg.socketGroup, g.Gid)
-		}
-	}
-	pidFile, err := lockPIDFile(cfg.socketPath + ".pid")
-	if err != nil {
-		return nil, nil, err
-	}
-	if st, err := os.Lstat(cfg.socketPath); err == nil {
-		if st.Mode()&os.ModeSocket == 0 {
-			pidFile.release()
-			return nil, nil, fmt.Errorf("--socket-path %s exists and is not a socket", cfg.socketPath)
-		}
-		os.Remove(cfg.socketPath)
-	}
-	// The socket is the owner's (and with --socket-group the group's)
-	// alone from the start: whoever connects first is the front-end.
-	mask := 0o077
-	if gid >= 0 {
-		mask = 0o007
-	}
-	old := unix.Umask(mask)
-	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.socketPath, Net: "unix"})
-	unix.Umask(old)
-	if err != nil {
-		pidFile.release()
-		return nil, nil, fmt.Errorf("listen on %s: %w", cfg.socketPath, err)
-	}
-	ul.SetUnlinkOnClose(true)
-	if gid >= 0 {
-		if err := os.Lchown(cfg.socketPath, -1, gid); err != nil {
-			ul.Close()
-			pidFile.release()
-			return nil, nil, fmt.Errorf("--socket-group: %w", err)
-		}
-	}
-	return ul, func() { ul.Close(); pidFile.release() }, nil
+	return listenUnix(cfg.socketPath, cfg.socketGroup, "--socket-path")
 }
 
 // pidFile is a locked PATH.pid file next to the socket: a second daemon on
@@ -493,6 +454,7 @@ func listen(cfg *config) (*net.UnixListener, func(), error) {
 type pidFile struct {
 	f    *os.File
 	path string
+	dir  int // a descriptor of the directory to remove it through, or -1
 }
 
 // lockPIDFile creates (or reuses) path, locks it and writes our pid.
@@ -516,11 +478,17 @@ func lockPIDFile(path string) (*pidFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("pid file %s: %w", path, err)
 	}
-	return &pidFile{f: f, path: path}, nil
+	return &pidFile{f: f, path: path, dir: -1}, nil
 }
 
 // release removes the pid file and drops the lock.
 func (p *pidFile) release() {
-	os.Remove(p.path)
+	if p.dir >= 0 {
+		unix.Unlinkat(p.dir, filepath.Base(p.path), 0)
+		unix.Close(p.dir)
+		p.dir = -1
+	} else {
+		os.Remove(p.path)
+	}
 	p.f.Close()
 }

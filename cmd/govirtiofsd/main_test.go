@@ -50,6 +50,11 @@ func TestParseFlags(t *testing.T) {
 		f(&c)
 		return c
 	}
+	listenWith := func(a streamAddr) config {
+		c := defaultConfig()
+		c.sharedDir, c.listen = "/srv", a
+		return c
+	}
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -65,6 +70,34 @@ func TestParseFlags(t *testing.T) {
 		{name: "cache auto", args: append(base, "--cache=auto"), want: def},
 		{name: "threads", args: append(base, "--thread-pool-size", "16"), want: with(func(c *config) { c.threads = 16 })},
 		{name: "threads zero", args: append(base, "--thread-pool-size=0"), want: with(func(c *config) { c.threads = 0 })},
+		{name: "listen unix", args: []string{"--shared-dir", "/srv", "--listen", "unix:/run/g.sock"},
+			want: listenWith(streamAddr{network: "unix", path: "/run/g.sock"})},
+		{name: "listen unix with group", args: []string{"--shared-dir", "/srv", "--listen=unix:/run/g.sock", "--socket-group", "kvm"},
+			want: func() config {
+				c := listenWith(streamAddr{network: "unix", path: "/run/g.sock"})
+				c.socketGroup = "kvm"
+				return c
+			}()},
+		{name: "listen vsock", args: []string{"--shared-dir", "/srv", "--listen", "vsock:5000"},
+			want: listenWith(streamAddr{network: "vsock", cid: unix.VMADDR_CID_ANY, port: 5000})},
+		{name: "listen vsock cid", args: []string{"--shared-dir", "/srv", "--listen", "vsock:2:5000"},
+			want: listenWith(streamAddr{network: "vsock", cid: 2, port: 5000})},
+		{name: "vsock-port", args: []string{"--shared-dir", "/srv", "--vsock-port", "5000"},
+			want: listenWith(streamAddr{network: "vsock", cid: unix.VMADDR_CID_ANY, port: 5000})},
+		{name: "listen bad scheme", args: []string{"--shared-dir", "/srv", "--listen", "tcp:1"},
+			wantErr: `invalid value "tcp:1" for flag --listen: bad address "tcp:1": want unix:PATH or vsock:PORT`},
+		{name: "listen empty path", args: []string{"--shared-dir", "/srv", "--listen", "unix:"},
+			wantErr: `invalid value "unix:" for flag --listen: bad address "unix:": want unix:PATH or vsock:PORT`},
+		{name: "vsock-port not a number", args: []string{"--shared-dir", "/srv", "--vsock-port", "x"},
+			wantErr: `invalid value "x" for flag --vsock-port: bad vsock port "x" in "vsock:x": want 0 to 4294967294`},
+		{name: "vsock-port too big", args: []string{"--shared-dir", "/srv", "--vsock-port", "4294967295"},
+			wantErr: `invalid value "4294967295" for flag --vsock-port: bad vsock port "4294967295" in "vsock:4294967295": want 0 to 4294967294`},
+		{name: "listen bad cid", args: []string{"--shared-dir", "/srv", "--listen", "vsock:a:1"},
+			wantErr: `invalid value "vsock:a:1" for flag --listen: bad vsock context id "a" in "vsock:a:1"`},
+		{name: "listen and mountpoint", args: append(base, "--listen", "unix:/s"),
+			wantErr: "--socket-path, --fd, --mountpoint and --listen (--vsock-port) exclude each other"},
+		{name: "socket-group with vsock", args: []string{"--shared-dir", "/srv", "--vsock-port", "1", "--socket-group", "kvm"},
+			wantErr: "--socket-group applies only to --socket-path and --listen unix:PATH"},
 		{name: "log off", args: append(base, "--log-level", "off"), want: with(func(c *config) { c.logLevel = hclog.Off })},
 		{name: "log trace", args: append(base, "--log-level=trace"), want: with(func(c *config) { c.logLevel = hclog.Trace })},
 		{name: "log warn", args: append(base, "--log-level=warn"), want: with(func(c *config) { c.logLevel = hclog.Warn })},
@@ -120,7 +153,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "overlay empty", args: []string{"--overlay", "", "--mountpoint", "/mnt"}, wantErr: "overlay: lowerdir is required"},
 		{name: "overlay unknown option", args: []string{"--overlay", "lowerdir=/l,bogus", "--mountpoint", "/mnt"}, wantErr: `overlay: unknown option "bogus"`},
 		{name: "overlay upper without work", args: []string{"--overlay", "lowerdir=/l,upperdir=/u", "--mountpoint", "/mnt"}, wantErr: "overlay: upperdir and workdir go together"},
-		{name: "overlay no transport", args: []string{"--overlay", ovlOpts}, wantErr: "one of --socket-path, --fd or --mountpoint is required"},
+		{name: "overlay no transport", args: []string{"--overlay", ovlOpts}, wantErr: "one of --socket-path, --fd, --mountpoint or --listen is required"},
 		{name: "overlay direct io", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--allow-direct-io"}, wantErr: "--allow-direct-io does not apply to an overlay"},
 		{name: "overlay submounts", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--announce-submounts"}, want: withOverlay(def, ovl)},
 		{name: "overlay acl implies xattr", args: []string{"--overlay", ovlOpts, "--mountpoint", "/mnt", "--posix-acl"},
@@ -131,8 +164,8 @@ func TestParseFlags(t *testing.T) {
 		{name: "virtio options", args: []string{"--shared-dir=/srv", "--socket-path=/run/vfs.sock", "--tag", "myfs", "--queue-size", "256", "--request-queues", "4", "--keep-serving"},
 			want: sockWith(func(c *config) { c.tag, c.queueSize, c.requestQueues, c.keepServing = "myfs", 256, 4, true })},
 		{name: "fd", args: []string{"--shared-dir=/srv", "--fd=3"}, want: sockWith(func(c *config) { c.socketPath, c.fd = "", 3 })},
-		{name: "no transport", args: []string{"--shared-dir", "/srv"}, wantErr: "one of --socket-path, --fd or --mountpoint is required"},
-		{name: "two transports", args: append(base, "--socket-path", "/s"), wantErr: "--socket-path, --fd and --mountpoint exclude each other"},
+		{name: "no transport", args: []string{"--shared-dir", "/srv"}, wantErr: "one of --socket-path, --fd, --mountpoint or --listen is required"},
+		{name: "two transports", args: append(base, "--socket-path", "/s"), wantErr: "--socket-path, --fd, --mountpoint and --listen (--vsock-port) exclude each other"},
 		{name: "tag too long", args: append(base, "--tag", strings.Repeat("t", 37)), wantErr: `invalid value "` + strings.Repeat("t", 37) + `" for flag --tag: want 1 to 36 bytes`},
 		{name: "queue size not power of 2", args: append(base, "--queue-size", "1000"), wantErr: `invalid value "1000" for flag --queue-size: want a power of 2 up to 32768`},
 		{name: "too many request queues", args: append(base, "--request-queues", "65"), wantErr: `invalid value "65" for flag --request-queues: want 1 to 64`},
