@@ -11,6 +11,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/govirtiofsd ./cmd/govirtiofsd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/govirtiofs-guest ./cmd/govirtiofs-guest
 
 ## demo: boot a small VM that mounts a share served by govirtiofsd and show it working.
 demo: build
@@ -38,6 +39,7 @@ test: lint build
 ## fuzz-smoke: run each fuzz target for a short while.
 fuzz-smoke:
 	@for t in fuseproto:FuzzHandle fuseproto:FuzzCheckName fuseproto:FuzzSecCtx virtqueue:FuzzPop vhostuser:FuzzDecoders \
+		fuseproto/stream:FuzzServe fuseproto/stream:FuzzReadHello \
 		vhostuser:FuzzSession fuseproto/virtiofs:FuzzChainRequest overlay:FuzzParseFH \
 		uidmap:FuzzParse uidmap:FuzzParseNSRange uidmap:FuzzTranslateACL \
 		xattrmap:FuzzParse xattrmap:FuzzListToGuest fuseproto:FuzzXattrMapHandle; do \

@@ -104,7 +104,10 @@ func WriteHello(w io.Writer, h Hello) error {
 // the programs at its ends, the tail of an earlier session may precede the
 // Hello. With skipMax 0 the stream must start with the Hello. It returns
 // ErrNotStream (wrapped, with what was seen) when no Hello comes within
-// skipMax bytes, and io.EOF or the read error when the stream ends first.
+// skipMax bytes; when the stream ends first, io.EOF if nothing came,
+// io.ErrUnexpectedEOF if something did, or the read error. It reads at
+// most up to the Hello's end, so a buffered reader should be given where
+// many bytes may need skipping.
 func ReadHello(r io.Reader, skipMax int) (Hello, error) {
 	var b [HelloSize]byte
 	have := 0

@@ -306,7 +306,6 @@ func TestServeContextCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fds[1])
 	f := os.NewFile(uintptr(fds[0]), "d")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -322,6 +321,7 @@ func TestServeContextCancel(t *testing.T) {
 		}, Options{})
 	}()
 	relay := os.NewFile(uintptr(fds[1]), "r")
+	defer relay.Close()
 	WriteHello(relay, Hello{Version: Version})
 	if _, err := ReadHello(relay, 0); err != nil {
 		t.Fatal(err)
