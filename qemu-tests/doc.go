@@ -51,6 +51,15 @@
 // the EPERMs of the forbidden user, and the host checks every object's
 // exact owner afterwards (host_owners).
 //
+// TestQEMUStream boots a guest (by default the 6.12 pair) with no
+// vhost-user-fs device: a virtio-serial port whose host end QEMU connects to
+// `govirtiofsd --listen unix:SOCK`, and govirtiofs-guest in the guest
+// relaying between /dev/fuse and /dev/virtio-ports/govirtiofs (init.sh's
+// gvt.stream=). The same checks and conformance suite as TestQEMU run on
+// that mount (less the two big-directory tests, minutes over the serial
+// stream); after the unmount the relay must exit 0, and the daemon, stopped
+// with SIGTERM once QEMU is gone, too.
+//
 // TestQEMUDropIn starts the daemon with each command line an orchestrator
 // generates for the Rust virtiofsd, unchanged (libvirt's system and
 // session daemons and its older -o form, Kata's Go runtime and runtime-rs,

@@ -438,6 +438,13 @@ type guestRun struct {
 	// kernelArgs, if not empty, is appended to the guest's kernel
 	// command line.
 	kernelArgs string
+	// serialPort, if not empty, replaces the vhost-user-fs device with a
+	// virtio-serial port of this name whose host end connects to the
+	// daemon's socket (govirtiofsd --listen unix:SOCK), for the stream
+	// transport; the guest mounts through govirtiofs-guest (init.sh's
+	// gvt.stream=). The daemon serves on after QEMU exits: the run stops
+	// it with SIGTERM.
+	serialPort string
 }
 
 func (g *guestRun) qemuArgv() []string {
@@ -457,6 +464,15 @@ func (g *guestRun) qemuArgv() []string {
 	cmdline := "console=ttyS0 panic=-1 edd=off quiet"
 	if g.kernelArgs != "" {
 		cmdline += " " + g.kernelArgs
+	}
+	if g.serialPort != "" {
+		return append(argv,
+			"-nographic", "-no-reboot",
+			"-kernel", g.kernel, "-initrd", g.initrd,
+			"-append", cmdline+" gvt.stream=serial:/dev/virtio-ports/"+g.serialPort,
+			"-device", "virtio-serial-pci,id=vser0",
+			"-chardev", "socket,id=char0,path="+g.socket,
+			"-device", "virtserialport,bus=vser0.0,chardev=char0,name="+g.serialPort)
 	}
 	return append(argv,
 		"-nographic", "-no-reboot",
@@ -602,6 +618,10 @@ follow:
 	fmt.Fprintf(clog, "# QEMU exited after %.2fs: %v\n", res.qemuExit.Seconds(), qerr)
 
 	// The guest is gone: the daemon must notice the disconnect and exit 0.
+	// A stream daemon serves on for the next connection: stop it.
+	if g.serialPort != "" {
+		syscall.Kill(daemon.Process.Pid, syscall.SIGTERM)
+	}
 	select {
 	case err := <-daemonDone:
 		daemonRunning = false

@@ -201,7 +201,16 @@ func readFile(t *testing.T, path string) []byte {
 // runPair boots one pair and reports its checks as subtests; it returns a
 // one-line summary.
 func runPair(t *testing.T, setup setupEnv, daemon daemonSpec, p pair, plan *guestPlan, logRoot string) string {
+	return runPairWith(t, setup, daemon, p, plan, logRoot, nil)
+}
+
+// runPairWith is runPair with adjust, if not nil, applied to the guest run
+// before it starts.
+func runPairWith(t *testing.T, setup setupEnv, daemon daemonSpec, p pair, plan *guestPlan, logRoot string, adjust func(g *guestRun)) string {
 	g := newGuestRun(t, setup, daemon, p)
+	if adjust != nil {
+		adjust(g)
+	}
 
 	// A short folder: the socket path must fit in sun_path.
 	work, err := os.MkdirTemp("", "gvt-qemu-")

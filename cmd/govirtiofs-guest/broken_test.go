@@ -6,7 +6,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,7 +63,7 @@ func startRealDaemon(t *testing.T) *realDaemon {
 	if err := os.WriteFile(filepath.Join(d.dir, "big"), bytes.Repeat([]byte("0123456789abcdef"), 4<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(buildGovirtiofsd(t), "--shared-dir", d.dir, "--listen", "unix:"+d.sock, "--cache", "never")
+	d.cmd = exec.Command(buildGovirtiofsd(t), "--shared-dir", d.dir, "--listen", "unix:"+d.sock, "--cache", "never", "--log-level", "debug")
 	d.cmd.Stderr = d.stderr
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := d.cmd.Start(); err != nil {
@@ -261,5 +264,86 @@ func TestBrokenStreams(t *testing.T) {
 				t.Errorf("%s still mounted after the relay exited", mnt)
 			}
 		})
+	}
+}
+
+// lockHelperEnv makes the test binary the locking child of TestInterrupt.
+const lockHelperEnv = "GVT_TEST_LOCK_HELPER"
+
+// lockHelper waits for a write lock on path with F_SETLKW on a thread
+// that a second later gets SIGUSR1 (handled, so not fatal): the kernel
+// sends FUSE_INTERRUPT. FUSE lock waits restart after a handled signal
+// (the kernel turns the daemon's EINTR into ERESTARTSYS, and Go's
+// handlers are SA_RESTART), so the wait goes on until the lock is free.
+// It prints the result and exits.
+func lockHelper(path string) {
+	runtime.LockOSThread()
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGUSR1)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(1)
+	}
+	tid := unix.Gettid()
+	go func() {
+		time.Sleep(time.Second)
+		unix.Tgkill(os.Getpid(), tid, syscall.SIGUSR1)
+	}()
+	err = unix.FcntlFlock(uintptr(fd), unix.F_SETLKW, &unix.Flock_t{Type: unix.F_WRLCK})
+	fmt.Println("setlkw:", err)
+	os.Exit(0)
+}
+
+// TestInterrupt checks that FUSE_INTERRUPT goes through the relay: a
+// process waits (through the mount) for a lock the host holds and is
+// signalled; the daemon must get the INTERRUPT and end that SETLKW with
+// EINTR (its debug log says so), the kernel then sends the wait again,
+// and it is granted once the host lets go.
+func TestInterrupt(t *testing.T) {
+	d := startRealDaemon(t)
+	g := startGuest(t, &d.daemon)
+	hostPath := filepath.Join(d.dir, "locked")
+	if err := os.WriteFile(hostPath, []byte("x"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	hfd, err := unix.Open(hostPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(hfd)
+	if err := unix.FcntlFlock(uintptr(hfd), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=XXX")
+	cmd.Env = append(os.Environ(), lockHelperEnv+"="+filepath.Join(g.mnt, "locked"))
+	done := make(chan []byte, 1)
+	go func() {
+		out, _ := cmd.CombinedOutput()
+		done <- out
+	}()
+	interrupted := regexp.MustCompile(`opcode=SETLKW unique=\d+ nodeid=\d+ errno=4 `)
+	deadline := time.Now().Add(15 * time.Second)
+	for !interrupted.MatchString(d.stderr.String()) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no SETLKW ended by an INTERRUPT in the daemon's log 15 s after the signal:\n%s", d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(d.stderr.String(), "opcode=INTERRUPT") {
+		t.Errorf("no INTERRUPT in the daemon's log:\n%s", d.stderr)
+	}
+	// The kernel waits again; the host lets go.
+	if err := unix.FcntlFlock(uintptr(hfd), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_UNLCK}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case out := <-done:
+		if !strings.Contains(string(out), "setlkw: <nil>") {
+			t.Errorf("the lock wait ended with %q, want the lock", out)
+		}
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the lock wait still blocked 15 s after the host unlocked; helper: %q", <-done)
 	}
 }

@@ -168,6 +168,9 @@ func buildGuest(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(lockHelperEnv); path != "" {
+		lockHelper(path)
+	}
 	code := m.Run()
 	if guestBin.path != "" {
 		os.RemoveAll(filepath.Dir(guestBin.path))
