@@ -332,6 +332,19 @@ func childLog(stderr io.Writer) (io.Writer, func()) {
 	return stderr, func() {}
 }
 
+// childFailed ends a sandbox parent whose child reported r instead of
+// readyOK (or nothing: it exited): it returns the exit status.
+func childFailed(r string, exited <-chan int, ready func(error)) int {
+	status := <-exited
+	if r == "" {
+		r = fmt.Sprintf("the sandboxed daemon exited with status %d", status)
+	}
+	if ready != nil {
+		ready(errors.New(r))
+	}
+	return max(status, 1)
+}
+
 // runSandboxParent is the namespace sandbox's parent: see the comment at
 // the top of this file. It returns the exit status.
 func runSandboxParent(cfg *config, stderr io.Writer, log hclog.Logger, ready func(error), fail func(error) int) int {
@@ -393,24 +406,33 @@ func runSandboxParent(cfg *config, stderr io.Writer, log hclog.Logger, ready fun
 	}()
 
 	// Until the child reports, a signal stops it; an early exit is its
-	// failure, which it has logged.
+	// failure, which it has logged. A report already written when the
+	// signal comes wins (select would pick either): the daemon served,
+	// and the signal stops it the ordinary way below.
+	var early os.Signal
 	select {
 	case r := <-report:
 		if r != readyOK {
-			status := <-exited
-			if r == "" {
-				r = fmt.Sprintf("the sandboxed daemon exited with status %d", status)
-			}
-			if ready != nil {
-				ready(errors.New(r))
-			}
-			return max(status, 1)
+			return childFailed(r, exited, ready)
 		}
 	case sig := <-sigs:
-		child.Signal(syscall.SIGKILL)
-		<-exited
-		log.Info("stopped before serving", "signal", sig.String())
-		return 1
+		select {
+		case r := <-report:
+			if r != readyOK {
+				return childFailed(r, exited, ready)
+			}
+			early = sig
+		case <-time.After(100 * time.Millisecond):
+			child.Signal(syscall.SIGKILL)
+			<-exited
+			log.Info("stopped before serving", "signal", sig.String())
+			return 1
+		}
+	}
+	if early != nil {
+		// Raise it again for the loop below, once the mount flags
+		// are set.
+		syscall.Kill(os.Getpid(), early.(syscall.Signal))
 	}
 	if t.session != nil {
 		if err := cfg.mountFlags.apply(t.session.Path(), cfg.readonly); err != nil {

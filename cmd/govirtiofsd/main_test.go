@@ -491,6 +491,27 @@ func TestDaemonBadMountpoint(t *testing.T) {
 // TestDaemonSIGTERMBusy stops the daemon while a file on the mount is open:
 // the mount is detached at once, and the daemon exits when the file is
 // closed.
+// TestDaemonSIGTERMAtOnce stops the daemon the moment its mount appears,
+// which can be before the sandbox parent has read its child's report: the
+// daemon served, so it must unmount and exit 0 rather than "stop before
+// serving" with status 1 (a race CI once hit).
+func TestDaemonSIGTERMAtOnce(t *testing.T) {
+	testenv.RequireFUSE(t)
+	bin := buildDaemon(t)
+	for i := range 10 {
+		d, _, mnt := startDaemon(t, bin)
+		if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := d.wait(t); code != 0 {
+			t.Fatalf("run %d: exit status %d, want 0\n%s", i, code, d.stderr)
+		}
+		if fs := mountedFS(t, mnt); fs != "" {
+			t.Fatalf("run %d: %s still mounted (%s) after the daemon exited", i, mnt, fs)
+		}
+	}
+}
+
 func TestDaemonSIGTERMBusy(t *testing.T) {
 	testenv.RequireFUSE(t)
 	bin := buildDaemon(t)
